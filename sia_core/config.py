@@ -1,0 +1,461 @@
+"""One typed configuration for the whole project, shared by the CLI, the napari widget and the run directory.
+
+Every hyper-parameter of METHOD.md lives here. A config serialises to YAML or JSON and back without loss
+(`SIAConfig.save` / `SIAConfig.load`), is saved with every run, and accepts dotted overrides
+(`train.iterations=200`) from the command line or the GUI.
+
+Presets:
+    * ``paper``: the paper's setting (ViT-B/16, batch 16, Adam 1e-4, weight decay 5e-4, lambda 0.3/0.5,
+      alpha1 = alpha2 = 0.5, 10k iterations, multi-scale training CAMs).
+    * ``cpu``: small enough to train on 2 CPU cores in minutes (a ViT-Tiny-sized encoder), tuned on
+      WSSS4LUAD train/val only.
+    * ``test``: a minute model for unit tests.
+
+Ablation variants (the paper's Table 2) are applied with :func:`apply_variant`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import SIAError
+
+__all__ = [
+    "ModelConfig",
+    "RFMConfig",
+    "DAMConfig",
+    "RSMConfig",
+    "TrainConfig",
+    "AugmentConfig",
+    "DataConfig",
+    "InferConfig",
+    "SIAConfig",
+    "PRESETS",
+    "VARIANTS",
+    "get_preset",
+    "apply_variant",
+]
+
+
+@dataclass
+class ModelConfig:
+    """Encoder and decoder architecture (METHOD §1, §5.2)."""
+
+    backbone: str = "vit_base_patch16_224"
+    """Any timm ViT with absolute position embeddings and a class token."""
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``timm.create_model`` (e.g. ``depth``, ``embed_dim``)."""
+    backbone_weights: Optional[str] = None
+    """Local timm checkpoint (.pth/.bin) or .safetensors for the backbone; None = random init."""
+    num_registers: int = 4
+    aux_layer: int = -3
+    """Block whose (un-normed) patch tokens feed the auxiliary classifier; negative counts from the end."""
+    drop_path_rate: float = 0.0
+    decoder_channels: int = 512
+    decoder_dilation: int = 5
+
+
+@dataclass
+class RFMConfig:
+    """Regularized Focus Mechanism: graph class tokens + CAM-prior regularisation (METHOD §2)."""
+
+    enabled: bool = True
+    topk_ratio: float = 0.5
+    """K = floor(topk_ratio * N) neighbours per class token among the C + N tails."""
+    lambda_low: float = 0.3
+    """Prior map: activation <= lambda_low is 'low' (not trusted)."""
+    lambda_high: float = 0.5
+    """Prior map: activation > lambda_high is confident foreground of the argmax class."""
+    prior_switch: float = 0.5
+    """Fraction of training that builds the prior from the aux-CAM; the final CAM afterwards."""
+    cre_weight: float = 0.2
+    cre_tau: float = 0.5
+    ure_weight: float = 0.1
+    ure_kernel: int = 3
+    ure_phi: float = 1.2
+    ure_max_tokens: int = 8
+    mct_weight: float = 1.0
+    mct_tau: float = 0.07
+    lir_mode: str = "more"
+    """'more' (MoRe CRE+URE, default) or 'sia_literal' (adds suppression of uncertain tokens; ablation)."""
+
+
+@dataclass
+class DAMConfig:
+    """Discriminative Activation Module: class-token contrast of global and local views (METHOD §3)."""
+
+    enabled: bool = True
+    weight: float = 0.5
+    """alpha1 in L = L_cls + alpha1 L_dam + alpha2 L_seg."""
+    head: str = "linear"
+    """'linear' (Linear + L2 norm, the paper) or 'toco' (ToCo's MLP + weight-normed prototype layer)."""
+    proj_dim: int = 256
+    momentum: float = 0.9
+    tau: float = 0.5
+    n_local: int = 8
+    local_size: int = 96
+    negatives: str = "roi"
+    """'roi' (low-activation local crops of the same image) or 'roi+batch' (also crops of other images
+    whose labels share no class)."""
+    neg_threshold: float = 0.2
+    """A local crop is negative when its mean ROI value is <= this."""
+    lambda_low: float = 0.3
+    lambda_high: float = 0.5
+
+
+@dataclass
+class RSMConfig:
+    """Region Self-modulation Module: training-free fusion of A and I (METHOD §4)."""
+
+    enabled: bool = True
+    """Training pseudo-labels from the RSM (True) or from the CAM alone (False)."""
+    pool: int = 3
+    obj_threshold: float = 0.5
+    erosion: int = 7
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (METHOD §5.4, §3.1)."""
+
+    flip: bool = True
+    rot90: bool = True
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.05
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    solarize_p: float = 0.2
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and schedule (METHOD §5)."""
+
+    iterations: int = 10000
+    batch_size: int = 16
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    cls_weight: float = 1.0
+    seg_weight: float = 0.5
+    """alpha2 in L = L_cls + alpha1 L_dam + alpha2 L_seg."""
+    warmup_frac: float = 0.1
+    """L_seg is off for this fraction of the iterations (the CAMs are unreliable early on)."""
+    cam_scales: tuple[float, ...] = (1.0, 0.75, 1.5)
+    """Scales of the no-grad training CAM/LAM; scale 1.0 un-flipped reuses the training forward."""
+    cam_flip: bool = True
+    seed: int = 0
+    device: str = "auto"
+    """'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
+    amp: str = "auto"
+    """'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'off'."""
+    num_workers: int = 2
+    val_every: int = 1000
+    ckpt_every: int = 500
+    log_every: int = 10
+    deterministic: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class DataConfig:
+    """What the classes are and how images are prepared (METHOD §6)."""
+
+    name: str = "luad-histoseg"
+    classes: list[str] = field(default_factory=lambda: ["TE", "NEC", "LYM", "TAS"])
+    palette: list[list[int]] = field(
+        default_factory=lambda: [[205, 51, 51], [0, 255, 0], [65, 105, 225], [255, 165, 0], [255, 255, 255]]
+    )
+    """One RGB colour per class, then optionally one for the ignore index."""
+    ignore_index: int = 4
+    """Mask value that is never trained on nor scored (background / glass)."""
+    white_background: bool = True
+    """Mark white glass as ignored in pseudo-labels (LUAD, METHOD §6.4). False for BCSS."""
+    white_threshold: int = 200
+    white_min_size: int = 50
+    img_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class InferConfig:
+    """Inference defaults used by the predictor, evaluation, the CLI and the GUI."""
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    tile_size: int = 224
+    tile_overlap: int = 32
+    batch_size: int = 8
+    gate: bool = False
+    """Multiply decoder probabilities by the classifier's predicted labels (WSSS-Tissue 'gate')."""
+
+
+@dataclass
+class SIAConfig:
+    """The whole configuration of a run. Saved as ``config.yaml`` in every run directory."""
+
+    preset: str = "paper"
+    variant: str = "f"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rfm: RFMConfig = field(default_factory=RFMConfig)
+    dam: DAMConfig = field(default_factory=DAMConfig)
+    rsm: RSMConfig = field(default_factory=RSMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    # ---------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of builtins (tuples become lists), safe for YAML/JSON and safetensors metadata."""
+        return _to_builtin(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> SIAConfig:
+        """Build a config from a (possibly partial) dict; unknown keys are an error naming the key."""
+        return _from_dict(cls, data, source)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write the config as YAML (.yaml/.yml) or JSON (.json), atomically."""
+        from .io_utils import atomic_write_text
+
+        path = Path(path)
+        text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else self.to_yaml()
+        atomic_write_text(path, text)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> SIAConfig:
+        """Read a YAML or JSON config (a partial file is completed from the defaults of its preset)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SIAError(f"config file not found: {path}", fix="give the path of a config.yaml or .json")
+        try:
+            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        except yaml.YAMLError as err:
+            raise SIAError(f"cannot parse config {path}: {err}", fix="check the YAML/JSON syntax") from err
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise SIAError(f"config {path} is not a mapping", fix="write it as 'key: value' pairs")
+        base = get_preset(data.get("preset", "paper"))
+        return base.merged(data, source=str(path))
+
+    def merged(self, data: dict[str, Any], source: str = "config") -> SIAConfig:
+        """Return a copy with the values of ``data`` (nested dict) laid over this config."""
+        merged = _deep_update(self.to_dict(), data)
+        return SIAConfig.from_dict(merged, source=source)
+
+    def with_overrides(self, overrides: list[str]) -> SIAConfig:
+        """Apply ``key.sub=value`` strings (values parsed as YAML: ``true``, ``3``, ``[1.0, 0.75]``)."""
+        patch: dict[str, Any] = {}
+        for item in overrides:
+            if "=" not in item:
+                raise SIAError(f"override '{item}' has no '='", fix="write it as section.key=value")
+            key, _, raw = item.partition("=")
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as err:
+                raise SIAError(f"cannot parse value of override '{item}': {err}") from err
+            node = patch
+            parts = key.strip().split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        cfg = self.merged(patch, source="--set")
+        if "variant" in patch:
+            cfg = apply_variant(cfg, cfg.variant)
+        return cfg
+
+    def copy(self) -> SIAConfig:
+        return copy.deepcopy(self)
+
+
+# ------------------------------------------------------------------------------------------- presets
+
+
+def paper() -> SIAConfig:
+    """The paper's setting (METHOD §5.3, §7)."""
+    return SIAConfig(preset="paper")
+
+
+def cpu() -> SIAConfig:
+    """Trains in minutes on 2 CPU cores; see README for how it was tuned (train/val only)."""
+    cfg = SIAConfig(preset="cpu")
+    cfg.model.backbone = "vit_tiny_patch16_224"
+    cfg.model.backbone_kwargs = {"depth": 6}
+    cfg.model.decoder_channels = 128
+    cfg.model.decoder_dilation = 2
+    cfg.train.iterations = 300
+    cfg.train.batch_size = 16
+    cfg.train.lr = 5e-4
+    cfg.train.weight_decay = 1e-4
+    cfg.train.cam_scales = (1.0,)
+    cfg.train.cam_flip = False
+    cfg.train.val_every = 100
+    cfg.train.ckpt_every = 50
+    cfg.train.num_workers = 1
+    cfg.infer.scales = (1.0,)
+    cfg.infer.flip = True
+    return cfg
+
+
+def test() -> SIAConfig:
+    """A minute model for unit tests: 2 blocks, 32-d tokens, 64 px input."""
+    cfg = SIAConfig(preset="test")
+    cfg.model.backbone = "vit_tiny_patch16_224"
+    cfg.model.backbone_kwargs = {"depth": 3, "embed_dim": 32, "num_heads": 2, "img_size": 64}
+    cfg.model.decoder_channels = 16
+    cfg.model.decoder_dilation = 1
+    cfg.dam.proj_dim = 16
+    cfg.dam.n_local = 2
+    cfg.dam.local_size = 32
+    cfg.data.img_size = 64
+    cfg.train.iterations = 4
+    cfg.train.batch_size = 2
+    cfg.train.cam_scales = (1.0,)
+    cfg.train.cam_flip = False
+    cfg.train.num_workers = 0
+    cfg.train.val_every = 0
+    cfg.train.ckpt_every = 2
+    cfg.train.log_every = 1
+    cfg.rsm.erosion = 3
+    cfg.infer.tile_size = 64
+    cfg.infer.tile_overlap = 16
+    return cfg
+
+
+PRESETS = {"paper": paper, "cpu": cpu, "test": test}
+
+VARIANTS = {
+    # name: (rfm, dam, rsm) -- the paper's Table 2 rows
+    "a": (False, False, False),
+    "b": (True, False, False),
+    "c": (False, True, False),
+    "d": (True, True, False),
+    "f": (True, True, True),
+}
+
+
+def get_preset(name: str) -> SIAConfig:
+    """Return a fresh config for a preset name ('paper', 'cpu', 'test')."""
+    if name not in PRESETS:
+        raise SIAError(f"unknown preset '{name}'", fix=f"use one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def apply_variant(cfg: SIAConfig, variant: str) -> SIAConfig:
+    """Switch RFM/DAM/RSM on or off to give one of the paper's ablation variants a, b, c, d, f."""
+    if variant not in VARIANTS:
+        raise SIAError(f"unknown variant '{variant}'", fix=f"use one of {', '.join(VARIANTS)}")
+    cfg = cfg.copy()
+    cfg.variant = variant
+    cfg.rfm.enabled, cfg.dam.enabled, cfg.rsm.enabled = VARIANTS[variant]
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _to_builtin(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_builtin(v) for v in value]
+    return value
+
+
+def _deep_update(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "backbone_kwargs":
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SIAError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise SIAError(
+            f"{where}: unknown config key(s) {', '.join(sorted(unknown))} in {cls.__name__}",
+            fix=f"valid keys are {', '.join(sorted(known))}",
+        )
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if tp is Any:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise SIAError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise SIAError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, where) for v in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SIAError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise SIAError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise SIAError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SIAError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SIAError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value

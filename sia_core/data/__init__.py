@@ -1,0 +1,1 @@
+"""Reading images, masks and image-level labels; dataset layouts; synthetic data."""

@@ -1,0 +1,149 @@
+"""The weakly labelled training set as a torch Dataset, and the deterministic batch schedule.
+
+Reproducibility: batch ``i`` always holds the same images with the same augmentations, whatever the number
+of DataLoader workers or processes, and whether or not the run was interrupted and resumed: the image order
+is a seeded permutation per epoch and every sample's augmentation is seeded by (seed, iteration, slot).
+Corrected masks saved by the user (``<image folder>/sia_masks/<stem>.png``) are loaded as pixel supervision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..config import SIAConfig
+from .views import IGNORE, TrainViews
+
+__all__ = [
+    "CORRECTIONS_DIR",
+    "TrainSample",
+    "correction_path",
+    "find_correction",
+    "WeakLabelDataset",
+    "BatchSchedule",
+    "sample_seed",
+]
+
+CORRECTIONS_DIR = "sia_masks"
+"""Folder beside the training images where corrected masks are saved (palette PNG, same stem)."""
+
+
+def correction_path(image: Path) -> Path:
+    """Where the corrected mask of ``image`` is saved."""
+    image = Path(image)
+    return image.parent / CORRECTIONS_DIR / f"{image.stem}.png"
+
+
+def find_correction(image: Path) -> Optional[Path]:
+    """The corrected mask of ``image`` if the user saved one."""
+    p = correction_path(image)
+    return p if p.is_file() else None
+
+
+@dataclass
+class TrainSample:
+    """One training image: its path, its image-level labels (C,) 0/1 and an optional corrected mask."""
+
+    path: Path
+    labels: np.ndarray
+    mask: Optional[Path] = None
+
+
+def sample_seed(seed: int, iteration: int, slot: int) -> int:
+    """Augmentation seed of the ``slot``-th sample of batch ``iteration``."""
+    return int(np.random.SeedSequence([seed, iteration, slot]).generate_state(1)[0])
+
+
+class WeakLabelDataset(Dataset):
+    """Indexed by ``(index, augmentation seed)`` pairs from :class:`BatchSchedule`.
+
+    Args:
+        samples: the training images.
+        cfg: configuration (classes, ignore index, white background, size, augmentation).
+        dam: make the DAM views too.
+    """
+
+    def __init__(self, samples: list[TrainSample], cfg: SIAConfig, dam: bool) -> None:
+        self.samples = samples
+        self.cfg = cfg
+        self.views = TrainViews(cfg.data.img_size, cfg.train.augment, dam)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        from .background import white_background_mask
+        from .images import read_mask, read_rgb
+
+        index, seed = key
+        s = self.samples[index]
+        d = self.cfg.data
+        rgb = read_rgb(s.path)
+        if d.white_background:
+            ignore = white_background_mask(rgb, d.white_threshold, d.white_min_size)
+        else:
+            ignore = np.zeros(rgb.shape[:2], dtype=bool)
+        mask = None
+        if s.mask is not None:
+            mask = read_mask(s.mask, d.num_classes, d.ignore_index, d.palette).astype(np.int64)
+            if mask.shape != rgb.shape[:2]:
+                from ..errors import SIAError
+
+                raise SIAError(
+                    f"corrected mask {s.mask} is {mask.shape[1]}x{mask.shape[0]} but image {s.path} is "
+                    f"{rgb.shape[1]}x{rgb.shape[0]}",
+                    fix="save the correction from the same image, or delete the mask file",
+                )
+            mask[mask == d.ignore_index] = IGNORE
+        torch.manual_seed(seed)
+        out = self.views(rgb, ignore, mask)
+        if "mask" not in out:
+            out["mask"] = torch.full(out["ignore"].shape, IGNORE, dtype=torch.long)
+        out["has_mask"] = torch.tensor(mask is not None)
+        out["labels"] = torch.from_numpy(np.asarray(s.labels, dtype=np.float32))
+        return out
+
+
+class BatchSchedule(Sampler):
+    """Yields, for iterations ``start .. iterations-1``, this rank's share of each global batch as
+    ``(index, seed)`` pairs. Epochs are seeded permutations of the dataset.
+
+    Args:
+        n: dataset size.
+        batch_size: global batch size (split over ``world`` ranks).
+        iterations: total iterations of the run.
+        seed: run seed.
+        start: first iteration (resume).
+        rank: this process's rank.
+        world: number of processes.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, iterations: int, seed: int, start: int = 0, rank: int = 0, world: int = 1
+    ) -> None:
+        self.n, self.batch_size, self.iterations = n, batch_size, iterations
+        self.seed, self.start, self.rank, self.world = seed, start, rank, world
+
+    @lru_cache(maxsize=4)  # noqa: B019 (a handful of epochs is live at a time; the sampler is short-lived)
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def batch(self, iteration: int) -> list[tuple[int, int]]:
+        out = []
+        for slot in range(self.rank, self.batch_size, self.world):
+            pos = iteration * self.batch_size + slot
+            out.append((int(self._perm(pos // self.n)[pos % self.n]), sample_seed(self.seed, iteration, slot)))
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for it in range(self.start, self.iterations):
+            yield self.batch(it)
+
+    def __len__(self) -> int:
+        return max(0, self.iterations - self.start)

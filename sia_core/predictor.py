@@ -1,0 +1,235 @@
+"""The predictor: numpy in, numpy out. The only inference entry point the CLI and the napari plugin call.
+
+Given an RGB tile (H, W, 3) uint8 and optionally its image-level labels, it returns the class scores, the
+CAM (A), the inhibition map (I), the region-consistent activation map (A'), the RSM result, the pseudo-label
+map and the decoder's label map, each at the tile's full resolution. Tiles whose sides are not multiples of
+the patch size are padded (reflect) and cropped back. Larger images go tile by tile with overlap and
+blending (:meth:`SIAPredictor.predict_tiled`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cam import class_maps
+from .config import SIAConfig
+from .errors import SIAError
+from .models.rsm import masked_argmax, rsm_fuse
+from .models.sia import SIAModel
+
+__all__ = ["Prediction", "SIAPredictor", "resolve_device"]
+
+
+@dataclass
+class Prediction:
+    """What the predictor returns for one image; maps are float32 (C, H, W) in [0, 1], label maps uint8 (H, W).
+
+    ``inhibition``, ``activation`` and ``rsm`` are None for a model trained without the RFM (variants a, c).
+    """
+
+    scores: np.ndarray
+    """Classifier probabilities (C,) (sigmoid of the image logits)."""
+    labels: np.ndarray
+    """The image-level labels used for the maps (C,) 0/1: given, or predicted (scores > 0.5)."""
+    cam: np.ndarray
+    inhibition: Optional[np.ndarray]
+    activation: Optional[np.ndarray]
+    rsm: Optional[np.ndarray]
+    pseudo_label: np.ndarray
+    """Argmax over the present classes of the RSM result (of the CAM when RSM is off or unavailable)."""
+    label_map: np.ndarray
+    """The decoder's argmax: the segmentation without any image-level label (the headline output)."""
+    probabilities: np.ndarray
+    """Decoder probabilities (C, H, W)."""
+
+    def maps(self) -> dict[str, np.ndarray]:
+        """The float maps that exist, by name."""
+        names = ("cam", "inhibition", "activation", "rsm", "probabilities")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SIAError("CUDA was requested but no GPU is available", fix="use device 'auto' or 'cpu'")
+    return device
+
+
+class SIAPredictor:
+    """Stateless inference wrapper around a trained :class:`SIAModel`.
+
+    Args:
+        model: the network (moved to ``device`` and put in eval mode).
+        cfg: its configuration (classes, normalisation, RSM constants, inference defaults).
+        device: 'auto', 'cpu', 'cuda' or a torch device.
+    """
+
+    def __init__(self, model: SIAModel, cfg: SIAConfig, device: Union[str, torch.device] = "auto") -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self._mean = torch.tensor(cfg.data.mean, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(cfg.data.std, device=self.device).view(1, 3, 1, 1) * 255
+
+    @classmethod
+    def from_run(cls, path: Union[str, Path], device: Union[str, torch.device] = "auto") -> SIAPredictor:
+        """Load from a run directory or a SIA ``.safetensors`` file."""
+        from .build import load_model
+
+        dev = resolve_device(device)
+        model, cfg = load_model(path, device=dev)
+        return cls(model, cfg, dev)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _check_image(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise SIAError(
+                f"expected an RGB image (H, W, 3), got shape {image.shape}",
+                fix="convert the image to RGB (grayscale and RGBA are converted by sia_core.data.images.read_rgb)",
+            )
+        if image.dtype != np.uint8:
+            raise SIAError(
+                f"expected a uint8 image, got {image.dtype}", fix="scale the image to 0..255 uint8"
+            )
+        return image[..., :3]
+
+    def _check_labels(self, labels: Optional[Sequence[int]], n: int) -> Optional[np.ndarray]:
+        if labels is None:
+            return None
+        arr = np.asarray(labels, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = np.tile(arr, (n, 1))
+        if arr.shape != (n, self.num_classes) or not np.isin(arr, (0, 1)).all() or (arr.sum(1) == 0).any():
+            raise SIAError(
+                f"image-level labels {np.asarray(labels).tolist()} do not fit {self.num_classes} classes "
+                f"{self.cfg.data.classes}",
+                fix=f"give {self.num_classes} values of 0/1 with at least one 1",
+            )
+        return arr
+
+    def _to_tensor(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, H, W, 3) uint8 -> normalised (B, 3, H', W') with sides padded up to the patch size."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
+        x = (x - self._mean) / self._std
+        h, w = x.shape[-2:]
+        p = self.model.patch_size
+        ph, pw = (-h) % p, (-w) % p
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return x, (h, w)
+
+    # ------------------------------------------------------------------------------------------ predict
+    @torch.no_grad()
+    def predict_batch(
+        self,
+        images: np.ndarray,
+        labels: Optional[Sequence] = None,
+        scales: Optional[Sequence[float]] = None,
+        flip: Optional[bool] = None,
+        mask_background: Optional[bool] = None,
+    ) -> list[Prediction]:
+        """Predict a batch of same-sized tiles (B, H, W, 3) uint8.
+
+        Args:
+            images: the tiles.
+            labels: image-level labels, (C,) for all tiles or (B, C); None = use the classifier's prediction.
+            scales: inference scales (default ``cfg.infer.scales``).
+            flip: add horizontal flips (default ``cfg.infer.flip``).
+            mask_background: give white glass the ignore index in the label maps (default
+                ``cfg.data.white_background``).
+        """
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        images = np.stack([self._check_image(im) for im in images])
+        b, h, w = images.shape[:3]
+        given = self._check_labels(labels, b)
+        scales = tuple(scales) if scales is not None else tuple(self.cfg.infer.scales)
+        flip = self.cfg.infer.flip if flip is None else flip
+        x, (h, w) = self._to_tensor(images)
+        with self._autocast():
+            maps = class_maps(self.model, x, scales, flip, want_seg=True)
+        scores = torch.sigmoid(maps.logits)
+        if given is None:
+            present = (scores > 0.5).float()
+            # Every tile holds some tissue: fall back to the most likely class.
+            present[present.sum(1) == 0, scores[present.sum(1) == 0].argmax(1)] = 1.0
+        else:
+            present = torch.from_numpy(given).to(self.device)
+        crop = (slice(None), slice(None), slice(0, h), slice(0, w))
+        cam = maps.cam * present[:, :, None, None]
+        rsm = None
+        if maps.inhibition_grid is not None:
+            r = self.cfg.rsm
+            rsm = rsm_fuse(
+                maps.cam, maps.inhibition_grid, present, r.pool, r.obj_threshold, r.erosion, maps.cam_grid
+            )
+        use_rsm = rsm is not None and self.cfg.rsm.enabled
+        pseudo = masked_argmax(rsm.result if use_rsm else cam, present)[:, :h, :w]
+        probs = maps.seg
+        if self.cfg.infer.gate:
+            probs = probs * (scores > 0.5).float()[:, :, None, None]
+        label_map = probs.argmax(1)[:, :h, :w]
+        mask_background = self.cfg.data.white_background if mask_background is None else mask_background
+        if mask_background:
+            from .data.background import white_background_mask
+
+            bg = np.stack(
+                [
+                    white_background_mask(im, self.cfg.data.white_threshold, self.cfg.data.white_min_size)
+                    for im in images
+                ]
+            )
+            bg_t = torch.from_numpy(bg).to(self.device)
+            pseudo = pseudo.masked_fill(bg_t, self.cfg.data.ignore_index)
+            label_map = label_map.masked_fill(bg_t, self.cfg.data.ignore_index)
+
+        def np_maps(t: Optional[torch.Tensor]) -> Optional[list[np.ndarray]]:
+            return None if t is None else list(t[crop].float().cpu().numpy().astype(np.float32))
+
+        per = {
+            "scores": list(scores.cpu().numpy().astype(np.float32)),
+            "labels": list(present.cpu().numpy().astype(np.uint8)),
+            "cam": np_maps(cam),
+            "inhibition": np_maps(None if rsm is None else maps.inhibition * present[:, :, None, None]),
+            "activation": np_maps(None if rsm is None else rsm.activation),
+            "rsm": np_maps(None if rsm is None else rsm.result),
+            "pseudo_label": list(pseudo.cpu().numpy().astype(np.uint8)),
+            "label_map": list(label_map.cpu().numpy().astype(np.uint8)),
+            "probabilities": np_maps(probs),
+        }
+        return [
+            Prediction(
+                **{f.name: (per[f.name][i] if per[f.name] is not None else None) for f in fields(Prediction)}
+            )
+            for i in range(b)
+        ]
+
+    def predict(
+        self,
+        image: np.ndarray,
+        labels: Optional[Sequence[int]] = None,
+        scales: Optional[Sequence[float]] = None,
+        flip: Optional[bool] = None,
+        mask_background: Optional[bool] = None,
+    ) -> Prediction:
+        """Predict one RGB tile (H, W, 3) uint8; see :meth:`predict_batch`."""
+        return self.predict_batch(image[None], labels, scales, flip, mask_background)[0]

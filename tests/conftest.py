@@ -1,0 +1,175 @@
+"""Shared test fixtures. Real data lives beside the project in ../shared/data and is never copied in.
+
+GUI tests (marker ``gui``; every test that uses ``make_napari_viewer``, ``qtbot`` or ``qapp`` gets it
+automatically) need an X display. When ``DISPLAY`` is unset and ``Xvfb`` is on PATH, this file starts a
+private Xvfb server for the session, so plain ``python -m pytest`` works on a headless machine.
+Set ``SIA_TEST_XVFB=1`` to use Xvfb even when a display exists, ``SIA_TEST_XVFB=0`` never to start one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
+
+GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp"}
+_XVFB_START_TIMEOUT_S = 30.0
+
+_xvfb: subprocess.Popen | None = None
+_xvfb_log: Path | None = None
+_qt_preflight: str | None = None  # None = not run yet, "" = ok, else the error text
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the real H&E data (../shared/data). Missing data is a failure, not a skip."""
+    assert SHARED_DATA.is_dir(), f"real data not found at {SHARED_DATA}; it must sit beside the project"
+    return SHARED_DATA
+
+
+# --------------------------------------------------------------------------------------------------------
+# Headless display
+
+
+def _want_xvfb() -> bool:
+    setting = os.environ.get("SIA_TEST_XVFB", "").strip()
+    if setting == "0" or not sys.platform.startswith("linux"):
+        return False
+    if setting == "1":
+        return True
+    return not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+
+
+def _start_xvfb() -> None:
+    """Start Xvfb on a free display number (chosen by Xvfb itself via -displayfd) and export DISPLAY."""
+    global _xvfb, _xvfb_log
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        return  # GUI tests then fail with an explanation (see _require_display)
+    fd, log = tempfile.mkstemp(prefix="sia-xvfb-", suffix=".log")
+    _xvfb_log = Path(log)
+    read_end, write_end = os.pipe()
+    try:
+        _xvfb = subprocess.Popen(
+            [xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+            pass_fds=(write_end,),
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,
+        )
+    finally:
+        os.close(write_end)
+        os.close(fd)
+    number = b""
+    try:
+        while not number.endswith(b"\n"):
+            ready, _, _ = select.select([read_end], [], [], _XVFB_START_TIMEOUT_S)
+            chunk = os.read(read_end, 16) if ready else b""
+            if not chunk:
+                break
+            number += chunk
+    finally:
+        os.close(read_end)
+    if not number.strip().isdigit():
+        _stop_xvfb()
+        raise pytest.UsageError(f"Xvfb did not start; its log:\n{_xvfb_log.read_text(errors='replace')}")
+    os.environ["DISPLAY"] = f":{number.decode().strip()}"
+    os.environ.pop("WAYLAND_DISPLAY", None)
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+
+
+def _stop_xvfb() -> None:
+    global _xvfb
+    if _xvfb is not None:
+        _xvfb.terminate()
+        try:
+            _xvfb.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _xvfb.kill()
+            _xvfb.wait()
+        _xvfb = None
+    if _xvfb_log is not None:
+        _xvfb_log.unlink(missing_ok=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Runs before any test creates the QApplication, so Qt sees the DISPLAY set here.
+    if _want_xvfb():
+        _start_xvfb()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_xvfb()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.get_closest_marker("gui") for item in session.items):
+        _preload_triton()
+
+
+def _preload_triton() -> None:
+    """Load torch (and Triton, which torchvision/torch._dynamo import) before any OpenGL context exists.
+
+    Triton's bundled LLVM segfaults at import when Mesa's libLLVM (llvmpipe, used under Xvfb) is already
+    loaded in the process; loaded the other way round both work. napari_sia guards users against the same
+    crash (napari_sia._triton_guard); here the whole session imports them first so test order cannot matter.
+    """
+    if importlib.util.find_spec("torch") is None:
+        return
+    import torch  # noqa: F401
+
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
+def _qt_display_error() -> str:
+    """Empty string if a QApplication can start on this display; else why not. Checked once, in a subprocess,
+    because Qt aborts the whole process when its xcb platform plugin cannot load."""
+    global _qt_preflight
+    if _qt_preflight is not None:
+        return _qt_preflight
+    if not any(os.environ.get(var) for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        _qt_preflight = (
+            "no display: install Xvfb (Debian: apt-get install xvfb) so tests/conftest.py can start one, "
+            "or deselect GUI tests with -m 'not gui'"
+        )
+        return _qt_preflight
+    code = "import sys; from qtpy.QtWidgets import QApplication; app = QApplication(sys.argv)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    _qt_preflight = ""
+    if proc.returncode != 0:
+        _qt_preflight = (
+            f"Qt cannot start on DISPLAY={os.environ.get('DISPLAY')!r} (exit code {proc.returncode}): is "
+            "the X server up, are the Qt6 xcb libraries from the README installed? Qt said:\n"
+            + proc.stderr[-3000:]
+        )
+    return _qt_preflight
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """GUI tests fail (never skip) with a clear message when no usable display exists. A hook, not a fixture:
+    it must run before pytest-qt's session-scoped ``qapp`` fixture creates the QApplication."""
+    if item.get_closest_marker("gui") is not None:
+        error = _qt_display_error()
+        if error:
+            pytest.fail(error, pytrace=False)
