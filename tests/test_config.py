@@ -1,0 +1,78 @@
+"""The one typed config: presets, variants, YAML/JSON round trip, overrides and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from sia_core.config import VARIANTS, SIAConfig, apply_variant, get_preset
+from sia_core.errors import SIAError
+
+
+@pytest.mark.parametrize("preset", ["paper", "cpu", "test"])
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_round_trip(tmp_path, preset, suffix):
+    cfg = apply_variant(get_preset(preset), "d")
+    cfg.train.cam_scales = (1.0, 0.5)
+    cfg.model.backbone_kwargs = {"depth": 3}
+    path = cfg.save(tmp_path / f"cfg{suffix}")
+    back = SIAConfig.load(path)
+    assert back == cfg
+    assert isinstance(back.train.cam_scales, tuple)
+
+
+def test_paper_preset_is_the_paper():
+    cfg = get_preset("paper")
+    assert cfg.model.backbone == "vit_base_patch16_224"
+    assert (cfg.train.batch_size, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay) == (16, "adam", 1e-4, 5e-4)
+    assert (cfg.rfm.lambda_low, cfg.rfm.lambda_high) == (0.3, 0.5)
+    assert cfg.dam.weight == cfg.train.seg_weight == 0.5
+    assert (cfg.rfm.enabled, cfg.dam.enabled, cfg.rsm.enabled) == (True, True, True)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variants_switch_modules(variant):
+    cfg = apply_variant(get_preset("paper"), variant)
+    assert (cfg.rfm.enabled, cfg.dam.enabled, cfg.rsm.enabled) == VARIANTS[variant]
+    assert cfg.variant == variant
+
+
+def test_overrides_parse_yaml_values():
+    cfg = get_preset("cpu").with_overrides(
+        ["train.iterations=7", "train.cam_scales=[1.0, 0.75]", "dam.enabled=false", "model.backbone_weights=null"]
+    )
+    assert cfg.train.iterations == 7 and cfg.train.cam_scales == (1.0, 0.75) and not cfg.dam.enabled
+    assert apply_variant(cfg, "a").with_overrides(["variant=c"]).dam.enabled
+
+
+def test_partial_file_completes_from_its_preset(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("preset: cpu\ntrain:\n  iterations: 12\n")
+    cfg = SIAConfig.load(p)
+    assert cfg.train.iterations == 12 and cfg.model.backbone == get_preset("cpu").model.backbone
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("train:\n  iteratons: 3\n", "unknown config key.*iteratons"),
+        ("train:\n  iterations: many\n", "train.iterations: expected an integer"),
+        ("rfm:\n  enabled: 3\n", "expected true/false"),
+        ("- a\n- b\n", "not a mapping"),
+        ("train: [\n", "cannot parse"),
+        ("preset: gpu\n", "unknown preset"),
+    ],
+)
+def test_bad_config_files(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(SIAError, match=match):
+        SIAConfig.load(p)
+
+
+def test_bad_overrides():
+    with pytest.raises(SIAError, match="no '='"):
+        get_preset("cpu").with_overrides(["train.iterations"])
+    with pytest.raises(SIAError, match="unknown variant"):
+        get_preset("cpu").with_overrides(["variant=z"])
+    with pytest.raises(SIAError, match="config file not found"):
+        SIAConfig.load("/nonexistent/cfg.yaml")
