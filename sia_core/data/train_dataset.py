@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import SIAConfig
+from .images import CORRECTIONS_DIR
 from .views import IGNORE, TrainViews
 
 __all__ = [
@@ -29,10 +30,6 @@ __all__ = [
     "BatchSchedule",
     "sample_seed",
 ]
-
-CORRECTIONS_DIR = "sia_masks"
-"""Folder beside the training images where corrected masks are saved (palette PNG, same stem)."""
-
 
 def correction_path(image: Path) -> Path:
     """Where the corrected mask of ``image`` is saved."""

@@ -1,0 +1,485 @@
+"""Dataset folders in the WSSS-Tissue layout (METHOD §6.1) and their description (``dataset.yaml``).
+
+::
+
+    <root>/dataset.yaml                  name, classes, ignore_index, palette, white_background
+    <root>/train/*.png  or  train/img/   weakly labelled patches, label vector in the file name,
+                                         and/or train/sia_labels.csv (takes precedence for its files)
+    <root>/val/ or valid/ {img,mask}/    pixel masks, matched to images by file stem
+    <root>/test/{img,mask}/
+
+Every problem is a one-line :class:`SIAError` naming the path and the fix.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import yaml
+
+from ..config import DataConfig
+from ..errors import SIAError
+from .images import IMAGE_EXTENSIONS, image_size, list_images, read_mask, read_rgb
+from .labels import LABELS_CSV, parse_label_vector, read_label_csv
+
+__all__ = [
+    "DATASET_YAML",
+    "DATASET_PRESETS",
+    "SPLIT_FOLDERS",
+    "TrainItem",
+    "EvalItem",
+    "dataset_description",
+    "apply_to_data_config",
+    "default_palette",
+    "train_folder",
+    "find_train_items",
+    "find_split",
+    "has_split",
+    "check_eval_pair",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+DATASET_YAML = "dataset.yaml"
+
+_WHITE = [255, 255, 255]
+
+DATASET_PRESETS: dict[str, dict[str, Any]] = {
+    "luad-histoseg": {
+        "name": "luad-histoseg",
+        "classes": ["TE", "NEC", "LYM", "TAS"],
+        "ignore_index": 4,
+        "palette": [[205, 51, 51], [0, 255, 0], [65, 105, 225], [255, 165, 0], _WHITE],
+        "white_background": True,
+    },
+    "bcss-wsss": {
+        "name": "bcss-wsss",
+        "classes": ["TUM", "STR", "LYM", "NEC"],
+        "ignore_index": 4,
+        "palette": [[255, 0, 0], [0, 255, 0], [0, 0, 255], [153, 0, 255], _WHITE],
+        "white_background": False,
+    },
+    "wsss4luad": {
+        "name": "wsss4luad",
+        "classes": ["tumor", "stroma", "normal"],
+        "ignore_index": 3,
+        "palette": [[0, 64, 128], [64, 128, 0], [243, 152, 0]],
+        "white_background": True,
+    },
+}
+"""Descriptions of the public datasets (METHOD §6.2-6.4); a dataset.yaml overrides any key."""
+
+# Folder names that identify a preset when a dataset has neither dataset.yaml nor an explicit preset.
+_PRESET_ALIASES = {"luad-histoseg": "luad-histoseg", "bcss-wsss": "bcss-wsss", "wsss4luad": "wsss4luad"}
+
+SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "val": ("val", "valid"),
+    "valid": ("val", "valid"),
+    "test": ("test",),
+}
+"""Folder names searched for each split, in order (TPRO calls val 'valid')."""
+
+_DESCRIPTION_KEYS = {"name", "classes", "ignore_index", "palette", "white_background"}
+_EXTRA_DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)} - _DESCRIPTION_KEYS
+_INFO_KEYS = {"description", "source", "license", "url", "citation", "notes", "preset"}
+
+
+@dataclass
+class TrainItem:
+    """A weakly labelled training image."""
+
+    path: Path
+    labels: np.ndarray
+    """int64 0/1 vector, one entry per class."""
+
+
+@dataclass
+class EvalItem:
+    """An image with its pixel mask (val/test)."""
+
+    image: Path
+    mask: Path
+
+
+# --------------------------------------------------------------------------------- description
+
+
+def default_palette(num_classes: int) -> list[list[int]]:
+    """Distinct colours for ``num_classes`` classes, then white for the ignore index."""
+    base = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]]
+    colours = [list(c) for c in base[:num_classes]]
+    for i in range(len(colours), num_classes):
+        # Golden-ratio hue steps stay distinct for any count.
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.9)
+        colours.append([round(r * 255), round(g * 255), round(b * 255)])
+    return colours + [list(_WHITE)]
+
+
+def dataset_description(root: PathLike, preset: Optional[str] = None) -> dict[str, Any]:
+    """What the classes of a dataset are: preset, overridden by ``<root>/dataset.yaml``.
+
+    Without either, a folder named like a preset (``LUAD-HistoSeg``, ``BCSS-WSSS``, ``wsss4luad``) uses
+    that preset; otherwise the class count is read from the labels CSV header or the first training file
+    name, classes are named ``class0, class1, ...``, the ignore index is the class count and the palette
+    is generated.
+
+    Returns:
+        dict with ``name``, ``classes``, ``ignore_index``, ``palette`` (one colour per class, optionally
+        followed by the ignore colour), ``white_background``, optional further :class:`DataConfig` keys,
+        and ``source`` (where it came from, for messages).
+
+    Raises:
+        SIAError: Unknown preset, unreadable or invalid dataset.yaml, or nothing to infer the classes from.
+    """
+    root = Path(root)
+    if preset is not None and preset not in DATASET_PRESETS:
+        raise SIAError(f"unknown dataset preset '{preset}'", fix=f"use one of {', '.join(DATASET_PRESETS)}")
+    yaml_path = root / DATASET_YAML
+    from_yaml = _read_dataset_yaml(yaml_path) if yaml_path.is_file() else None
+    if preset is None and from_yaml is None:
+        preset = _PRESET_ALIASES.get(root.name.lower())
+    desc: dict[str, Any] = {}
+    sources = []
+    if preset is not None:
+        desc.update(_deepcopy(DATASET_PRESETS[preset]))
+        sources.append(f"preset '{preset}'")
+    if from_yaml is not None:
+        desc.update(from_yaml)
+        sources.append(str(yaml_path))
+    if "classes" not in desc:
+        desc["classes"] = _infer_classes(root)
+        sources.append(f"training labels in {root}")
+    num_classes = len(desc["classes"])
+    desc.setdefault("name", root.name or "dataset")
+    desc.setdefault("ignore_index", num_classes)
+    desc.setdefault("palette", default_palette(num_classes))
+    desc.setdefault("white_background", True)  # H&E slides usually show glass; BCSS-like data says False
+    desc["source"] = " + ".join(sources)
+    _validate_description(desc, desc["source"])
+    return desc
+
+
+def apply_to_data_config(desc: dict[str, Any], data: Optional[DataConfig] = None) -> DataConfig:
+    """A copy of ``data`` (default: a fresh :class:`DataConfig`) with the description's values set."""
+    data = data if data is not None else DataConfig()
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    updates = {k: _deepcopy(v) for k, v in desc.items() if k in fields}
+    for key in ("mean", "std"):
+        if key in updates:
+            updates[key] = tuple(float(v) for v in updates[key])
+    return dataclasses.replace(data, **updates)
+
+
+def _read_dataset_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        msg = str(err).replace("\n", " ")
+        raise SIAError(f"cannot read {path}: {msg}", fix="check the YAML syntax") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SIAError(f"{path} is not a mapping", fix="write 'classes: [...]', 'ignore_index: N' etc.")
+    unknown = set(data) - _DESCRIPTION_KEYS - _EXTRA_DATA_KEYS - _INFO_KEYS
+    if unknown:
+        valid = sorted(_DESCRIPTION_KEYS | _EXTRA_DATA_KEYS)
+        raise SIAError(
+            f"{path} has unknown key(s) {', '.join(sorted(unknown))}",
+            fix=f"valid keys are {', '.join(valid)}",
+        )
+    if "preset" in data:
+        name = data.pop("preset")
+        if name not in DATASET_PRESETS:
+            raise SIAError(f"{path}: unknown preset '{name}'", fix=f"use one of {', '.join(DATASET_PRESETS)}")
+        data = {**_deepcopy(DATASET_PRESETS[name]), **data}
+    for key in _INFO_KEYS - {"preset"}:
+        data.pop(key, None)
+    return data
+
+
+def _validate_description(desc: dict[str, Any], where: str) -> None:
+    classes = desc["classes"]
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) and c.strip() for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise SIAError(
+            f"{where}: 'classes' must be a list of distinct names, got {classes!r}",
+            fix="write e.g. 'classes: [tumor, stroma, normal]'",
+        )
+    num_classes = len(classes)
+    ignore = desc["ignore_index"]
+    if isinstance(ignore, bool) or not isinstance(ignore, int) or not num_classes <= ignore <= 255:
+        raise SIAError(
+            f"{where}: 'ignore_index' must be an integer in {num_classes}..255 (not a class index), "
+            f"got {ignore!r}",
+            fix=f"use ignore_index: {num_classes} or the mask value of background in your masks",
+        )
+    palette = desc["palette"]
+    valid_colours = isinstance(palette, list) and all(
+        isinstance(c, (list, tuple))
+        and len(c) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+        for c in palette
+    )
+    if not valid_colours or len(palette) < num_classes:
+        raise SIAError(
+            f"{where}: 'palette' must list at least {num_classes} colours [r, g, b] (0..255), "
+            f"got {palette!r}",
+            fix="give one [r, g, b] per class, optionally followed by the background colour",
+        )
+    desc["palette"] = [list(c) for c in palette]
+    if not isinstance(desc["white_background"], bool):
+        raise SIAError(f"{where}: 'white_background' must be true or false", fix="write true or false")
+
+
+def _infer_classes(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise SIAError(
+            f"dataset folder not found: {root}", fix="give the folder that holds train/ (and val/)"
+        )
+    folder = train_folder(root)
+    for csv_path in _label_csvs(root):
+        with open(csv_path, encoding="utf-8-sig", newline="") as fh:
+            header = [cell.strip() for cell in next(csv.reader(fh), [])]
+        if len(header) > 1 and header[0] == "image":
+            return header[1:]
+    images = list_images(folder) if folder is not None else []
+    if not images:
+        raise SIAError(
+            f"cannot tell the classes of dataset {root}: no {DATASET_YAML}, no preset and no training images",
+            fix=f"add {root / DATASET_YAML} with 'classes: [...]' and 'ignore_index: N', or choose a preset "
+            f"({', '.join(DATASET_PRESETS)})",
+        )
+    num_classes = parse_label_vector(images[0]).size
+    return [f"class{i}" for i in range(num_classes)]
+
+
+def _deepcopy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deepcopy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_deepcopy(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------- training items
+
+
+def train_folder(root: PathLike) -> Optional[Path]:
+    """``<root>/train/img`` when it exists (TPRO), else ``<root>/train``; None when neither exists."""
+    root = Path(root)
+    for folder in (root / "train" / "img", root / "train"):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def _label_csvs(root: Path) -> list[Path]:
+    found = []
+    for folder in (root / "train", root / "train" / "img"):
+        if (folder / LABELS_CSV).is_file():
+            found.append(folder / LABELS_CSV)
+    return found
+
+
+def find_train_items(
+    root: PathLike, num_classes: int, classes: Optional[Sequence[str]] = None
+) -> list[TrainItem]:
+    """The weakly labelled training images of a dataset, sorted by path.
+
+    Labels come from ``train/sia_labels.csv`` (or ``train/img/sia_labels.csv``) for the images it lists,
+    and from the file name for the others. When a CSV exists, images it does not list and whose names
+    carry no label are skipped (with a log warning): they are simply not labelled yet. Without a CSV every
+    image must carry a label in its name.
+
+    Args:
+        root: Dataset folder.
+        num_classes: Length every label vector must have.
+        classes: Class names the CSV header must match; None checks only the count.
+
+    Raises:
+        SIAError: Root or train folder missing or without labelled images, a label of the wrong length or
+            all zeros, an unlabelled file name (without CSV), or a CSV row naming a missing image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SIAError(
+            f"dataset folder not found: {root}", fix="give the folder that holds train/ (and val/)"
+        )
+    folder = train_folder(root)
+    if folder is None:
+        raise SIAError(
+            f"no training folder in {root}: expected {root / 'train'} or {root / 'train' / 'img'}",
+            fix="put the weakly labelled patches in train/ (labels in the file names, e.g. 'x-[1 0 1].png')",
+        )
+    csv_paths = _label_csvs(root)
+    from_csv: dict[Path, np.ndarray] = {}
+    for csv_path in csv_paths:
+        for rel, labels in read_label_csv(csv_path, classes).items():
+            if labels.size != num_classes:
+                raise SIAError(
+                    f"labels CSV {csv_path} has {labels.size} classes, expected {num_classes}",
+                    fix="write one column per class of the dataset",
+                )
+            image = csv_path.parent / rel
+            if not image.is_file():
+                raise SIAError(
+                    f"labels CSV {csv_path} lists '{rel}', but {image} does not exist",
+                    fix="restore the image or delete its row from the CSV",
+                )
+            from_csv[_key(image)] = labels
+    items: dict[Path, TrainItem] = {}
+    skipped = 0
+    for path in list_images(folder, recursive=True):
+        key = _key(path)
+        if key in from_csv:
+            items[key] = TrainItem(path, from_csv.pop(key))
+        elif csv_paths and "[" not in path.name:
+            skipped += 1
+        else:
+            items[key] = TrainItem(path, parse_label_vector(path, num_classes))
+    for key, labels in from_csv.items():  # CSV rows pointing outside the walked folder
+        items[key] = TrainItem(key, labels)
+    if skipped:
+        log.warning(
+            "%d training images in %s have no label (not in %s, none in the name); skipped",
+            skipped,
+            folder,
+            LABELS_CSV,
+        )
+    if not items:
+        raise SIAError(
+            f"no labelled training images in {folder} (extensions {', '.join(IMAGE_EXTENSIONS)})",
+            fix="add patches named like 'x-[1 0 1].png' or label them in " + LABELS_CSV,
+        )
+    return sorted(items.values(), key=lambda item: item.path.as_posix())
+
+
+def _key(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+# --------------------------------------------------------------------------------- val / test
+
+
+def _split_dir(root: Path, split: str) -> Optional[Path]:
+    if split not in SPLIT_FOLDERS:
+        raise SIAError(f"unknown split '{split}'", fix="use 'val' or 'test'")
+    for name in SPLIT_FOLDERS[split]:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def has_split(root: PathLike, split: str) -> bool:
+    """Whether ``root`` has the split ('val' also finds 'valid'; 'test') with img/ and mask/ folders and
+    at least one image."""
+    folder = _split_dir(Path(root), split)
+    if folder is None or not (folder / "mask").is_dir():
+        return False
+    return bool(list_images(folder / "img"))
+
+
+def find_split(root: PathLike, split: str, check_sizes: bool = True) -> list[EvalItem]:
+    """Image/mask pairs of a split, sorted by image path.
+
+    Masks are matched to images by relative folder and file stem (``img/a/x.jpg`` <-> ``mask/a/x.png``;
+    a PNG mask is preferred when several extensions exist).
+
+    Args:
+        root: Dataset folder.
+        split: 'val' (also finds 'valid/') or 'test'.
+        check_sizes: Compare image and mask sizes from the file headers (cheap, no decoding).
+
+    Raises:
+        SIAError: Split or its img/ / mask/ folder missing or empty, a mask missing for an image, or an
+            image/mask size mismatch (naming both files).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SIAError(f"dataset folder not found: {root}", fix="give the folder that holds train/ and val/")
+    folder = _split_dir(root, split)
+    if folder is None:
+        names = " or ".join(str(root / n) for n in SPLIT_FOLDERS[split])
+        raise SIAError(
+            f"no '{split}' split in {root}: expected {names}",
+            fix=f"add {root / SPLIT_FOLDERS[split][0]}/img and .../mask with matching file names",
+        )
+    img_dir, mask_dir = folder / "img", folder / "mask"
+    for sub in (img_dir, mask_dir):
+        if not sub.is_dir():
+            raise SIAError(
+                f"missing folder {sub}", fix=f"put images in {img_dir} and their masks in {mask_dir}"
+            )
+    images = list_images(img_dir)
+    if not images:
+        raise SIAError(
+            f"no images in {img_dir} (extensions {', '.join(IMAGE_EXTENSIONS)})",
+            fix="add the images, or leave out this split",
+        )
+    masks: dict[tuple[str, str], Path] = {}
+    for mask in list_images(mask_dir):
+        key = (mask.parent.relative_to(mask_dir).as_posix(), mask.stem)
+        # list_images sorts by path, so prefer .png explicitly rather than by alphabetical accident.
+        if key not in masks or mask.suffix.lower() == ".png":
+            masks[key] = mask
+    pairs = []
+    for image in images:
+        key = (image.parent.relative_to(img_dir).as_posix(), image.stem)
+        mask = masks.get(key)
+        if mask is None:
+            expected = mask_dir / key[0] / (key[1] + ".png")
+            raise SIAError(
+                f"no mask for image {image} (expected {expected})",
+                fix="add the mask with the same file name, or remove the image from the split",
+            )
+        if check_sizes:
+            isize, msize = image_size(image), image_size(mask)
+            if isize != msize:
+                raise SIAError(
+                    f"image {image} is {isize[1]}x{isize[0]} but its mask {mask} is {msize[1]}x{msize[0]}",
+                    fix="re-export the mask at the image's size",
+                )
+        pairs.append(EvalItem(image, mask))
+    return pairs
+
+
+def check_eval_pair(
+    image_path: PathLike,
+    mask_path: PathLike,
+    num_classes: int,
+    ignore_index: int,
+    palette: Optional[Sequence[Sequence[int]]] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image and its mask, checking that they match.
+
+    Returns:
+        (rgb (H, W, 3) uint8, mask (H, W) uint8), so callers need not read the files twice.
+
+    Raises:
+        SIAError: Either file unreadable, mask values outside the classes and ignore index, or a size
+            mismatch (naming both files).
+    """
+    rgb = read_rgb(image_path)
+    mask = read_mask(mask_path, num_classes, ignore_index, palette)
+    if rgb.shape[:2] != mask.shape:
+        raise SIAError(
+            f"image {image_path} is {rgb.shape[1]}x{rgb.shape[0]} but its mask {mask_path} is "
+            f"{mask.shape[1]}x{mask.shape[0]}",
+            fix="re-export the mask at the image's size",
+        )
+    return rgb, mask

@@ -1,0 +1,67 @@
+"""One-click pseudo-labels: a pseudo-mask per weakly labelled image, in the dataset's palette.
+
+Shared by ``sia-core pseudo-label`` and the napari widget's button. Nothing is overwritten unless asked:
+existing targets are found before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from .data.images import PSEUDO_DIR, read_rgb, write_palette_png
+from .errors import SIAError
+from .predictor import SIAPredictor
+
+__all__ = ["PSEUDO_DIR", "pseudo_label_path", "write_pseudo_labels"]
+
+def pseudo_label_path(image: Path, out_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Where the pseudo-mask of ``image`` goes: ``out_dir/<stem>.png`` or ``<image folder>/sia_pseudo/<stem>.png``."""
+    image = Path(image)
+    folder = Path(out_dir) if out_dir is not None else image.parent / PSEUDO_DIR
+    return folder / f"{image.stem}.png"
+
+
+def write_pseudo_labels(
+    predictor: SIAPredictor,
+    items: Sequence[tuple[Path, Sequence[int]]],
+    out_dir: Optional[Union[str, Path]] = None,
+    overwrite: bool = False,
+    on_image: Optional[Callable[[int, int], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> list[Path]:
+    """Predict and write the pseudo-mask of every ``(image path, image-level labels)`` pair.
+
+    Args:
+        predictor: the trained model.
+        items: images with their labels (the labels restrict the maps to the classes present).
+        out_dir: output folder; None writes beside each image in ``sia_pseudo/``.
+        overwrite: replace existing masks (otherwise an existing one is an error before anything is written).
+        on_image: progress callback ``(done, total)``.
+        should_stop: polled between images; True stops early (what is written stays).
+
+    Returns:
+        The files written.
+    """
+    targets = [pseudo_label_path(p, out_dir) for p, _ in items]
+    if not overwrite:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise SIAError(
+                f"{len(existing)} pseudo-masks already exist (e.g. {existing[0]})",
+                fix="choose another output folder or allow overwriting (--overwrite)",
+            )
+    palette = predictor.cfg.data.palette
+    written: list[Path] = []
+    for i, ((path, labels), target) in enumerate(zip(items, targets)):
+        if should_stop is not None and should_stop():
+            break
+        pred = predictor.predict_image(read_rgb(path), labels=np.asarray(labels))
+        write_palette_png(target, pred.pseudo_label, palette)
+        written.append(target)
+        if on_image is not None:
+            on_image(i + 1, len(items))
+    return written
