@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -146,7 +145,9 @@ def _atomic_dir(path: Path, build: Callable[[Path], None], overwrite: bool) -> P
     """
     _check_overwrite(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    # not mkdtemp: its 0700 mode would survive the rename and hide the store from other users
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
     try:
         build(tmp)
         if path.exists() or path.is_symlink():
@@ -1081,6 +1082,8 @@ def geojson_to_labels(
     if isinstance(source, (str, os.PathLike)):
         source = read_geojson(source)
     names = _norm_classes(classes) or []
+    if unknown not in ("error", "ignore"):
+        raise SIAError(f"unknown must be 'error' or 'ignore', got {unknown!r}")
     index = {n: i for i, n in enumerate(names)}
     h, w = int(shape[0]), int(shape[1])
     dtype = np.uint8 if max(len(names) - 1, fill) <= 255 else np.uint16
@@ -1158,7 +1161,9 @@ def write_labels(
         if kind == "geojson":
             raise SIAError(f"{path}: GeoJSON needs class names (QuPath classifications)", fix="pass classes")
         arr = _as_labels(labels)
-        classes = [f"class_{i}" for i in range(int(arr.max()) + 1 if arr.size else 0)]
+        used = np.flatnonzero(np.bincount(arr.ravel(), minlength=1))
+        used = used[used != _ignore_fill(arr.dtype)]
+        classes = [f"class_{i}" for i in range(int(used.max()) + 1 if used.size else 0)]
     if kind == "zarr":
         return write_label_zarr(path, labels, classes, palette, overwrite=overwrite, **kwargs)
     return write_geojson(path, labels, classes, palette, overwrite=overwrite, **kwargs)

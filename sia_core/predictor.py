@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -233,3 +233,81 @@ class SIAPredictor:
     ) -> Prediction:
         """Predict one RGB tile (H, W, 3) uint8; see :meth:`predict_batch`."""
         return self.predict_batch(image[None], labels, scales, flip, mask_background)[0]
+
+    # ------------------------------------------------------------------------------------------ large images
+    def predict_image(
+        self,
+        image: np.ndarray,
+        labels: Optional[Sequence[int]] = None,
+        scales: Optional[Sequence[float]] = None,
+        flip: Optional[bool] = None,
+        mask_background: Optional[bool] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> Prediction:
+        """Predict an image of any size: one pass when it fits in ``infer.tile_size``, else tile by tile."""
+        tile = self.cfg.infer.tile_size
+        image = self._check_image(image)
+        if image.shape[0] <= tile and image.shape[1] <= tile:
+            return self.predict(image, labels, scales, flip, mask_background)
+        return self.predict_tiled(image, labels, scales=scales, flip=flip, mask_background=mask_background, progress=progress)
+
+    def predict_tiled(
+        self,
+        image: np.ndarray,
+        labels: Optional[Sequence[int]] = None,
+        tile: Optional[int] = None,
+        overlap: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        scales: Optional[Sequence[float]] = None,
+        flip: Optional[bool] = None,
+        mask_background: Optional[bool] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> Prediction:
+        """Predict a large image tile by tile with overlap, cross-fading the maps of neighbouring tiles.
+
+        Memory grows with the output maps only. Without ``labels`` each tile keeps the classes its own
+        classifier finds (a large region rarely holds every class everywhere); the image-level scores are the
+        maximum over tiles (the classifier's own global max pooling, taken over the whole image).
+        """
+        from .tiling import tiled_map
+
+        image = self._check_image(image)
+        given = self._check_labels(labels, 1)
+        tile = tile or self.cfg.infer.tile_size
+        overlap = self.cfg.infer.tile_overlap if overlap is None else overlap
+        batch_size = batch_size or self.cfg.infer.batch_size
+        tile_scores: list[np.ndarray] = []
+        tile_present: list[np.ndarray] = []
+
+        def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+            preds = self.predict_batch(batch, None if given is None else given[0], scales, flip, mask_background=False)
+            tile_scores.extend(p.scores for p in preds)
+            tile_present.extend(p.labels for p in preds)
+            return {k: np.stack([p.maps()[k] for p in preds]) for k in preds[0].maps()}
+
+        maps = tiled_map(run, image, tile, overlap, batch_size, progress=progress)
+        scores = np.max(tile_scores, axis=0).astype(np.float32)
+        present = given[0].astype(np.uint8) if given is not None else np.max(tile_present, axis=0).astype(np.uint8)
+        rsm = maps.get("rsm")
+        use_rsm = rsm is not None and self.cfg.rsm.enabled
+        source = rsm if use_rsm else maps["cam"]
+        pseudo = np.where(present[:, None, None] > 0, source, -np.inf).argmax(0).astype(np.uint8)
+        label_map = maps["probabilities"].argmax(0).astype(np.uint8)
+        mask_background = self.cfg.data.white_background if mask_background is None else mask_background
+        if mask_background:
+            from .data.background import white_background_mask
+
+            bg = white_background_mask(image, self.cfg.data.white_threshold, self.cfg.data.white_min_size)
+            pseudo[bg] = self.cfg.data.ignore_index
+            label_map[bg] = self.cfg.data.ignore_index
+        return Prediction(
+            scores=scores,
+            labels=present,
+            cam=maps["cam"],
+            inhibition=maps.get("inhibition"),
+            activation=maps.get("activation"),
+            rsm=rsm,
+            pseudo_label=pseudo,
+            label_map=label_map,
+            probabilities=maps["probabilities"],
+        )
