@@ -164,6 +164,35 @@ def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
         offset += n
 
 
+def _preflight(samples: list[TrainSample], cfg: SIAConfig) -> None:
+    """Fail before training starts, naming the file, on what can be checked cheaply: missing files,
+    unreadable headers, label vectors of the wrong length, corrected masks of another size."""
+    from .data.images import image_size
+
+    for s in samples:
+        labels = s.labels
+        if len(labels) != cfg.num_classes or not any(labels):
+            raise SIAError(
+                f"labels {list(labels)} of {s.path} do not fit {cfg.num_classes} classes {cfg.data.classes}",
+                fix=f"give {cfg.num_classes} values of 0/1 with at least one 1",
+            )
+        size = image_size(s.path)
+        if s.mask is not None and image_size(s.mask) != size:
+            raise SIAError(
+                f"corrected mask {s.mask} is not the size of its image {s.path} ({size[1]}x{size[0]})",
+                fix="save the correction from the same image, or delete the mask file",
+            )
+
+
+def _worker_error(err: SIAError) -> SIAError:
+    """DataLoader workers re-raise a SIAError with the worker's traceback in its text; keep the one line."""
+    text = str(err)
+    marker = "SIAError: "
+    if marker in text:
+        return SIAError(text.rsplit(marker, 1)[1].strip().splitlines()[0])
+    return err
+
+
 def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
@@ -197,9 +226,12 @@ def train_iter(
         backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
         dist.init_process_group(backend)
     if resume:
+        if not files.config.is_file():
+            raise SIAError(f"nothing to resume in {files.root} (no config.yaml)", fix="start the run without --resume")
         cfg = SIAConfig.load(files.config)
     if not samples:
         raise SIAError("no training images", fix="give a folder with images whose names hold their labels")
+    _preflight(samples, cfg)
     if di.is_main:
         _prepare_run_dir(files, cfg, resume, force)
     if di.world > 1:
@@ -266,8 +298,14 @@ def train_iter(
     logs: dict[str, float] = {}
     t_last, n_last = time.perf_counter(), 0
     ips = 0.0
+    def batches() -> Generator[dict[str, torch.Tensor], None, None]:
+        try:
+            yield from loader
+        except SIAError as err:
+            raise _worker_error(err) from None
+
     try:
-        for raw in loader:
+        for raw in batches():
             torch.manual_seed(t.seed * 1_000_003 + it * 7919 + di.rank)
             batch = TrainBatch(
                 image=norm(raw["image"]),

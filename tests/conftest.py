@@ -1,8 +1,8 @@
 """Shared test fixtures. Real data lives beside the project in ../shared/data and is never copied in.
 
 GUI tests (marker ``gui``; every test that uses ``make_napari_viewer``, ``qtbot`` or ``qapp`` gets it
-automatically) need an X display. When ``DISPLAY`` is unset and ``Xvfb`` is on PATH, this file starts a
-private Xvfb server for the session, so plain ``python -m pytest`` works on a headless machine.
+automatically) need an X display. When GUI tests are selected, ``DISPLAY`` is unset and ``Xvfb`` is on PATH,
+this file starts a private Xvfb server for the session, so plain ``python -m pytest`` works headless.
 Set ``SIA_TEST_XVFB=1`` to use Xvfb even when a display exists, ``SIA_TEST_XVFB=0`` never to start one.
 """
 
@@ -27,7 +27,7 @@ _XVFB_START_TIMEOUT_S = 30.0
 
 _xvfb: subprocess.Popen | None = None
 _xvfb_log: Path | None = None
-_qt_preflight: str | None = None  # None = not run yet, "" = ok, else the error text
+_qt_preflight: str | None = None  # None = not checked yet, "" = display ok, else why GUI tests must fail
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +50,21 @@ def _want_xvfb() -> bool:
     return not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
 
 
+def _die_with_parent() -> None:
+    """In the Xvfb child: get SIGTERM when pytest dies, even by a crash (no stray Xvfb servers)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _start_xvfb() -> None:
     """Start Xvfb on a free display number (chosen by Xvfb itself via -displayfd) and export DISPLAY."""
-    global _xvfb, _xvfb_log
+    global _xvfb, _xvfb_log, _qt_preflight
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
-        return  # GUI tests then fail with an explanation (see _require_display)
+        return  # GUI tests then fail with an explanation (see pytest_runtest_setup)
     fd, log = tempfile.mkstemp(prefix="sia-xvfb-", suffix=".log")
     _xvfb_log = Path(log)
     read_end, write_end = os.pipe()
@@ -66,7 +75,8 @@ def _start_xvfb() -> None:
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=fd,
-            start_new_session=True,
+            start_new_session=True,  # Ctrl-C goes to pytest, which then stops Xvfb itself
+            preexec_fn=_die_with_parent,
         )
     finally:
         os.close(write_end)
@@ -82,8 +92,9 @@ def _start_xvfb() -> None:
     finally:
         os.close(read_end)
     if not number.strip().isdigit():
+        _qt_preflight = f"Xvfb did not start; its log:\n{_xvfb_log.read_text(errors='replace')}"
         _stop_xvfb()
-        raise pytest.UsageError(f"Xvfb did not start; its log:\n{_xvfb_log.read_text(errors='replace')}")
+        return
     os.environ["DISPLAY"] = f":{number.decode().strip()}"
     os.environ.pop("WAYLAND_DISPLAY", None)
     os.environ["QT_QPA_PLATFORM"] = "xcb"
@@ -103,16 +114,11 @@ def _stop_xvfb() -> None:
         _xvfb_log.unlink(missing_ok=True)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Runs before any test creates the QApplication, so Qt sees the DISPLAY set here.
-    if _want_xvfb():
-        _start_xvfb()
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     _stop_xvfb()
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -120,7 +126,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    # Only when GUI tests were selected, and before any test creates the QApplication (so Qt sees DISPLAY).
     if any(item.get_closest_marker("gui") for item in session.items):
+        if _want_xvfb():
+            _start_xvfb()
         _preload_triton()
 
 
