@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import timm
@@ -53,7 +53,11 @@ def main() -> None:
     args = ap.parse_args()
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if dev.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
     torch.manual_seed(0)
     b, s, c = args.batch, args.size, args.classes
     x = torch.randn(b, 3, s, s, device=dev)
@@ -85,7 +89,9 @@ def main() -> None:
 
     def sia_step_time(cfg) -> float:
         model = build_model(cfg).to(dev).train()
-        opt_s = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=5e-4)
+        opt_s = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=5e-4
+        )
         batch = TrainBatch(
             image=x,
             labels=y,
@@ -111,7 +117,9 @@ def main() -> None:
         rows.append(("f, train CAM 1.0+flip", sia_step_time(sia_cfg("f", (1.0,), True))))
         rows.append(("f, train CAM (1.0,0.75,1.5)+flip", sia_step_time(sia_cfg("f", (1.0, 0.75, 1.5), True))))
 
-    print(f"\nTraining step, {args.backbone}, {s} px, batch {b}, {dev.type} ({torch.get_num_threads()} threads)")
+    print(
+        f"\nTraining step, {args.backbone}, {s} px, batch {b}, {dev.type} ({torch.get_num_threads()} threads)"
+    )
     print(f"{'row':<36} {'s/step':>8} {'ratio':>7}")
     for name, t in rows:
         print(f"{name:<36} {t:8.3f} {t / t_plain:6.2f}x")
@@ -129,15 +137,29 @@ def main() -> None:
     pred = SIAPredictor(build_model(cfg), cfg, dev)
     img = (np.random.default_rng(0).random((s, s, 3)) * 255).astype(np.uint8)
     prow = [("plain forward", t_fwd)]
-    prow.append(("predictor 1 scale", timed(lambda: pred.predict(img, mask_background=False), max(args.steps, 10), 2, sync)))
-    prow.append((
-        "predictor 1 scale + flip",
-        timed(lambda: pred.predict(img, flip=True, mask_background=False), max(args.steps, 10), 2, sync),
-    ))
-    prow.append((
-        "predictor (1,.75,1.25,1.5)+flip",
-        timed(lambda: pred.predict(img, scales=(1.0, 0.75, 1.25, 1.5), flip=True, mask_background=False), args.steps, 1, sync),
-    ))
+    prow.append(
+        (
+            "predictor 1 scale",
+            timed(lambda: pred.predict(img, mask_background=False), max(args.steps, 10), 2, sync),
+        )
+    )
+    prow.append(
+        (
+            "predictor 1 scale + flip",
+            timed(lambda: pred.predict(img, flip=True, mask_background=False), max(args.steps, 10), 2, sync),
+        )
+    )
+    prow.append(
+        (
+            "predictor (1,.75,1.25,1.5)+flip",
+            timed(
+                lambda: pred.predict(img, scales=(1.0, 0.75, 1.25, 1.5), flip=True, mask_background=False),
+                args.steps,
+                1,
+                sync,
+            ),
+        )
+    )
     print(f"\nPredictor per {s} px tile (batch 1), full model f")
     print(f"{'row':<36} {'s/tile':>8} {'ratio':>7}")
     for name, t in prow:

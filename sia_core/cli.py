@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from .errors import SIAError
 
@@ -32,7 +33,7 @@ def resolve_train_config(
     """The config of a new run: preset < config file < dataset description < variant < ``--set``."""
     import yaml
 
-    from .config import SIAConfig, apply_variant, get_preset
+    from .config import apply_variant, get_preset
     from .data.layout import apply_to_data_config, dataset_description
 
     file_data: dict[str, Any] = {}
@@ -100,11 +101,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg = SIAConfig.load(files.config) if files.config.is_file() else None
         if cfg is None:
-            raise SIAError(f"nothing to resume in {args.out} (no config.yaml)", fix="start the run without --resume")
+            raise SIAError(
+                f"nothing to resume in {args.out} (no config.yaml)", fix="start the run without --resume"
+            )
         data = args.data
     else:
         data = args.data
-        cfg = resolve_train_config(data, args.preset, args.config, args.set or [], args.variant, args.dataset_preset)
+        cfg = resolve_train_config(
+            data, args.preset, args.config, args.set or [], args.variant, args.dataset_preset
+        )
         if args.device:
             cfg.train.device = args.device
     if data is None:
@@ -123,22 +128,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = tqdm(total=cfg.train.iterations, desc="train", disable=not main_rank, dynamic_ncols=True)
     last = None
     try:
-        for info in train_iter(cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from):
+        for info in train_iter(
+            cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from
+        ):
             if last is None:
                 bar.update(info.iteration - 1 - bar.n)
             bar.update(1)
             post = {"loss": info.logs.get("loss", float("nan")), "img/s": round(info.images_per_s, 2)}
             if info.val:
                 post["val_mIoU"] = round(info.val["decoder"]["mIoU"], 3)
-                bar.write(f"iteration {info.iteration}: val mIoU decoder {info.val['decoder']['mIoU']:.3f}"
-                          + "".join(f", {k} {info.val[k]['mIoU']:.3f}" for k in ("cam", "inhibition", "rsm") if k in info.val))
+                bar.write(
+                    f"iteration {info.iteration}: val mIoU decoder {info.val['decoder']['mIoU']:.3f}"
+                    + "".join(
+                        f", {k} {info.val[k]['mIoU']:.3f}"
+                        for k in ("cam", "inhibition", "rsm")
+                        if k in info.val
+                    )
+                )
             bar.set_postfix(post)
             last = info
     except KeyboardInterrupt:
         bar.close()
         done = last.iteration if last else 0
-        print(f"interrupted at iteration {done}: checkpoint saved in {files.root}; continue with "
-              f"sia-core train --data {data} --out {files.root} --resume", file=sys.stderr)
+        print(
+            f"interrupted at iteration {done}: checkpoint saved in {files.root}; continue with "
+            f"sia-core train --data {data} --out {files.root} --resume",
+            file=sys.stderr,
+        )
         return 130
     bar.close()
     if main_rank:
@@ -159,12 +175,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(items), desc=f"evaluate {args.split}", file=sys.stderr, dynamic_ncols=True)
     scales = tuple(args.scales) if args.scales else None
     results = evaluate_items(
-        pred, items, batch_size=args.batch_size, scales=scales, flip=args.flip or None,
+        pred,
+        items,
+        batch_size=args.batch_size,
+        scales=scales,
+        flip=args.flip or None,
         on_image=lambda done, total: bar.update(done - bar.n),
     )
     bar.close()
-    print(f"{args.split}: {len(items)} images of {args.data}, classes {pred.cfg.data.classes} "
-          f"(decoder without labels; cam/inhibition/rsm with the true image labels)")
+    print(
+        f"{args.split}: {len(items)} images of {args.data}, classes {pred.cfg.data.classes} "
+        f"(decoder without labels; cam/inhibition/rsm with the true image labels)"
+    )
     print(format_table(results, pred.cfg.data.classes))
     if args.json:
         from .io_utils import atomic_write_text
@@ -183,7 +205,9 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
         if p.is_dir():
             found = list_images(p, recursive=False)
             if not found:
-                raise SIAError(f"no images in folder {p}", fix="give image files or a folder of PNG/JPEG/TIFF images")
+                raise SIAError(
+                    f"no images in folder {p}", fix="give image files or a folder of PNG/JPEG/TIFF images"
+                )
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
@@ -214,11 +238,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
             labels = parse_label_vector(path, cfg.num_classes)
         p = pred.predict_image(rgb, labels=labels)
         stem = path.stem
-        write_labels(out / f"{stem}_labels{ext}", p.label_map, cfg.data.classes, cfg.data.palette, overwrite=args.overwrite)
-        write_labels(out / f"{stem}_pseudo{ext}", p.pseudo_label, cfg.data.classes, cfg.data.palette, overwrite=args.overwrite)
+        write_labels(
+            out / f"{stem}_labels{ext}",
+            p.label_map,
+            cfg.data.classes,
+            cfg.data.palette,
+            overwrite=args.overwrite,
+        )
+        write_labels(
+            out / f"{stem}_pseudo{ext}",
+            p.pseudo_label,
+            cfg.data.classes,
+            cfg.data.palette,
+            overwrite=args.overwrite,
+        )
         for name, maps in (("cam", p.cam), ("inhibition", p.inhibition), ("rsm", p.rsm)):
             if maps is not None:
-                write_float_tiff(out / f"{stem}_{name}.tif", maps.astype(np.float32), cfg.data.classes, overwrite=args.overwrite)
+                write_float_tiff(
+                    out / f"{stem}_{name}.tif",
+                    maps.astype(np.float32),
+                    cfg.data.classes,
+                    overwrite=args.overwrite,
+                )
     print(f"wrote predictions of {len(paths)} images to {out}")
     return 0
 
@@ -227,14 +268,17 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .config import SIAConfig  # noqa: F401 (documents the type of pred.cfg)
-    from .pseudo import write_pseudo_labels
     from .predictor import SIAPredictor
+    from .pseudo import write_pseudo_labels
 
     pred = SIAPredictor.from_run(args.run, device=args.device)
     samples = training_samples(args.data, pred.cfg)
     bar = tqdm(total=len(samples), desc="pseudo-label", file=sys.stderr, dynamic_ncols=True)
     written = write_pseudo_labels(
-        pred, [(s.path, s.labels) for s in samples], args.out, overwrite=args.overwrite,
+        pred,
+        [(s.path, s.labels) for s in samples],
+        args.out,
+        overwrite=args.overwrite,
         on_image=lambda done, total: bar.update(done - bar.n),
     )
     bar.close()
@@ -266,49 +310,81 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"sia-core {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model on a folder of weakly labelled patches",
-                       description="Train SIA-WSSS. Labels come from the file names (name-[1 0 1].png) or "
-                       "train/sia_labels.csv; corrected masks in train/sia_masks/ are used as pixel supervision.")
+    p = sub.add_parser(
+        "train",
+        help="train a model on a folder of weakly labelled patches",
+        description="Train SIA-WSSS. Labels come from the file names (name-[1 0 1].png) or "
+        "train/sia_labels.csv; corrected masks in train/sia_masks/ are used as pixel supervision.",
+    )
     p.add_argument("--data", help="dataset folder (train/ or train/img/, optional val/ with img/ and mask/)")
     p.add_argument("--out", required=True, help="run directory (config, weights, optimiser state, log)")
-    p.add_argument("--preset", choices=["paper", "cpu", "test"], help="base settings (default: paper with a GPU, else cpu)")
+    p.add_argument(
+        "--preset",
+        choices=["paper", "cpu", "test"],
+        help="base settings (default: paper with a GPU, else cpu)",
+    )
     p.add_argument("--config", help="YAML/JSON config file laid over the preset (the file a run saves works)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.iterations=500")
-    p.add_argument("--variant", choices=["a", "b", "c", "d", "f"], help="ablation variant (Table 2); default f")
-    p.add_argument("--dataset-preset", choices=["luad-histoseg", "bcss-wsss", "wsss4luad"],
-                   help="class names/palette when the folder has no dataset.yaml")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.iterations=500",
+    )
+    p.add_argument(
+        "--variant", choices=["a", "b", "c", "d", "f"], help="ablation variant (Table 2); default f"
+    )
+    p.add_argument(
+        "--dataset-preset",
+        choices=["luad-histoseg", "bcss-wsss", "wsss4luad"],
+        help="class names/palette when the folder has no dataset.yaml",
+    )
     p.add_argument("--init-from", help="start from a trained run directory or .safetensors (fine-tuning)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a model on a split with masks",
-                       description="Dataset-level confusion matrix; prints a table and, last, a JSON line.")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model on a split with masks",
+        description="Dataset-level confusion matrix; prints a table and, last, a JSON line.",
+    )
     p.add_argument("run", help="run directory or .safetensors")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="val", help="val (or valid) or test")
-    p.add_argument("--scales", type=float, nargs="+", help="inference scales (default: the run's infer.scales)")
+    p.add_argument(
+        "--scales", type=float, nargs="+", help="inference scales (default: the run's infer.scales)"
+    )
     p.add_argument("--flip", action="store_true", help="add horizontal flips")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", help="also write all metrics (per class, confusion matrices) to this file")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="segment image files or folders",
-                       description="Writes <name>_labels and <name>_pseudo label maps (palette PNG or TIFF) and the "
-                       "float maps <name>_cam.tif, _inhibition.tif, _rsm.tif. Large images go tile by tile.")
+    p = sub.add_parser(
+        "predict",
+        help="segment image files or folders",
+        description="Writes <name>_labels and <name>_pseudo label maps (palette PNG or TIFF) and the "
+        "float maps <name>_cam.tif, _inhibition.tif, _rsm.tif. Large images go tile by tile.",
+    )
     p.add_argument("run", help="run directory or .safetensors")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", choices=["png", "tif"], default="png", help="label map format")
-    p.add_argument("--labels-from-name", action="store_true", help="use labels in file names (x-[1 0 1].png) for the maps")
+    p.add_argument(
+        "--labels-from-name",
+        action="store_true",
+        help="use labels in file names (x-[1 0 1].png) for the maps",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("pseudo-label", help="write pseudo-masks for every training patch (its labels given)",
-                       description="The one-click pseudo-label action, headless: one palette PNG per training image.")
+    p = sub.add_parser(
+        "pseudo-label",
+        help="write pseudo-masks for every training patch (its labels given)",
+        description="The one-click pseudo-label action, headless: one palette PNG per training image.",
+    )
     p.add_argument("run", help="run directory or .safetensors")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="output folder")
@@ -316,9 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_pseudo_label)
 
-    p = sub.add_parser("demo", help="the built-in default job on synthetic H&E-like data (no downloads)",
-                       description="Makes a small synthetic dataset with exact masks, trains the cpu preset, "
-                       "evaluates, writes pseudo-labels and an overview figure.")
+    p = sub.add_parser(
+        "demo",
+        help="the built-in default job on synthetic H&E-like data (no downloads)",
+        description="Makes a small synthetic dataset with exact masks, trains the cpu preset, "
+        "evaluates, writes pseudo-labels and an overview figure.",
+    )
     p.add_argument("--out", default="sia-demo", help="output folder (default ./sia-demo)")
     p.add_argument("--iterations", type=int, help="training iterations (default: the demo's setting)")
     p.add_argument("--device", default="auto")

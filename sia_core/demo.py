@@ -40,19 +40,31 @@ def run_demo(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not force:
-            raise SIAError(f"{out} already exists and is not empty", fix="pass --force to replace it or choose --out")
+            raise SIAError(
+                f"{out} already exists and is not empty", fix="pass --force to replace it or choose --out"
+            )
         if not (out / "run").exists() and not (out / "data").exists():
-            raise SIAError(f"{out} does not look like a demo folder; refusing to delete it", fix="choose another --out")
+            raise SIAError(
+                f"{out} does not look like a demo folder; refusing to delete it", fix="choose another --out"
+            )
         shutil.rmtree(out)
     data = out / "data"
-    print(f"making a synthetic H&E-like dataset in {data} ({DEMO_TRAIN} train, {DEMO_VAL} val patches)", flush=True)
+    print(
+        f"making a synthetic H&E-like dataset in {data} ({DEMO_TRAIN} train, {DEMO_VAL} val patches)",
+        flush=True,
+    )
     make_synthetic_dataset(data, n_train=DEMO_TRAIN, n_val=DEMO_VAL, size=224, seed=0)
     iterations = iterations or DEMO_ITERATIONS
-    cfg = resolve_train_config(str(data), preset="cpu", overrides=[f"train.iterations={iterations}", "train.val_every=0"])
+    cfg = resolve_train_config(
+        str(data), preset="cpu", overrides=[f"train.iterations={iterations}", "train.val_every=0"]
+    )
     cfg.train.device = device
     samples = training_samples(str(data), cfg)
     run = out / "run"
-    print(f"training the cpu preset ({cfg.model.backbone}, variant {cfg.variant}) for {iterations} iterations", flush=True)
+    print(
+        f"training the cpu preset ({cfg.model.backbone}, variant {cfg.variant}) for {iterations} iterations",
+        flush=True,
+    )
     with tqdm(total=iterations, desc="train", dynamic_ncols=True) as bar:
         for info in train_iter(cfg, samples, run):
             bar.update(1)
@@ -87,17 +99,28 @@ def overview_figure(predictor, items, path: Union[str, Path]) -> Path:
 
     cfg = predictor.cfg
     cols = ["image", "CAM (A)", "inhibition (I)", "activation (A')", "RSM", "prediction", "truth"]
-    fig, axes = plt.subplots(len(items), len(cols), figsize=(2.2 * len(cols), 2.3 * len(items)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(items), len(cols), figsize=(2.2 * len(cols), 2.3 * len(items)), squeeze=False
+    )
     for r, item in enumerate(items):
         rgb = read_rgb(item.image)
         gt = read_mask(item.mask, cfg.num_classes, cfg.data.ignore_index, cfg.data.palette)
-        p = predictor.predict_image(rgb, labels=present_classes(gt, cfg.num_classes) if (gt < cfg.num_classes).any() else None)
+        p = predictor.predict_image(
+            rgb, labels=present_classes(gt, cfg.num_classes) if (gt < cfg.num_classes).any() else None
+        )
 
         def heat(maps: Optional[np.ndarray]) -> Optional[np.ndarray]:
             return None if maps is None else maps.max(0)
 
-        panels = [rgb, heat(p.cam), heat(p.inhibition), heat(p.activation), heat(p.rsm),
-                  palette_to_rgb(p.label_map, cfg.data.palette), palette_to_rgb(gt, cfg.data.palette)]
+        panels = [
+            rgb,
+            heat(p.cam),
+            heat(p.inhibition),
+            heat(p.activation),
+            heat(p.rsm),
+            palette_to_rgb(p.label_map, cfg.data.palette),
+            palette_to_rgb(gt, cfg.data.palette),
+        ]
         for c, (ax, panel) in enumerate(zip(axes[r], panels)):
             ax.axis("off")
             if r == 0:

@@ -117,7 +117,11 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
 def format_table(results: dict[str, Any], classes: Iterable[str]) -> str:
     """A plain-text table: one row per output with the headline metrics and per-class IoU."""
     classes = list(classes)
-    head = f"{'output':<12}" + "".join(f"{k:>11}" for k in HEADLINE_KEYS) + "".join(f"{'IoU ' + n:>14}" for n in classes)
+    head = (
+        f"{'output':<12}"
+        + "".join(f"{k:>11}" for k in HEADLINE_KEYS)
+        + "".join(f"{'IoU ' + n:>14}" for n in classes)
+    )
     lines = [head, "-" * len(head)]
     for key in OUTPUTS:
         if key not in results:

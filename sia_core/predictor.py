@@ -10,9 +10,10 @@ blending (:meth:`SIAPredictor.predict_tiled`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -249,7 +250,9 @@ class SIAPredictor:
         image = self._check_image(image)
         if image.shape[0] <= tile and image.shape[1] <= tile:
             return self.predict(image, labels, scales, flip, mask_background)
-        return self.predict_tiled(image, labels, scales=scales, flip=flip, mask_background=mask_background, progress=progress)
+        return self.predict_tiled(
+            image, labels, scales=scales, flip=flip, mask_background=mask_background, progress=progress
+        )
 
     def predict_tiled(
         self,
@@ -280,14 +283,18 @@ class SIAPredictor:
         tile_present: list[np.ndarray] = []
 
         def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-            preds = self.predict_batch(batch, None if given is None else given[0], scales, flip, mask_background=False)
+            preds = self.predict_batch(
+                batch, None if given is None else given[0], scales, flip, mask_background=False
+            )
             tile_scores.extend(p.scores for p in preds)
             tile_present.extend(p.labels for p in preds)
             return {k: np.stack([p.maps()[k] for p in preds]) for k in preds[0].maps()}
 
         maps = tiled_map(run, image, tile, overlap, batch_size, progress=progress)
         scores = np.max(tile_scores, axis=0).astype(np.float32)
-        present = given[0].astype(np.uint8) if given is not None else np.max(tile_present, axis=0).astype(np.uint8)
+        present = (
+            given[0].astype(np.uint8) if given is not None else np.max(tile_present, axis=0).astype(np.uint8)
+        )
         rsm = maps.get("rsm")
         use_rsm = rsm is not None and self.cfg.rsm.enabled
         source = rsm if use_rsm else maps["cam"]

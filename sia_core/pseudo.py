@@ -18,6 +18,7 @@ from .predictor import SIAPredictor
 
 __all__ = ["PSEUDO_DIR", "pseudo_label_path", "write_pseudo_labels"]
 
+
 def pseudo_label_path(image: Path, out_dir: Optional[Union[str, Path]] = None) -> Path:
     """Where the pseudo-mask of ``image`` goes: ``out_dir/<stem>.png`` or ``<image folder>/sia_pseudo/<stem>.png``."""
     image = Path(image)

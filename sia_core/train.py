@@ -227,7 +227,9 @@ def train_iter(
         dist.init_process_group(backend)
     if resume:
         if not files.config.is_file():
-            raise SIAError(f"nothing to resume in {files.root} (no config.yaml)", fix="start the run without --resume")
+            raise SIAError(
+                f"nothing to resume in {files.root} (no config.yaml)", fix="start the run without --resume"
+            )
         cfg = SIAConfig.load(files.config)
     if not samples:
         raise SIAError("no training images", fix="give a folder with images whose names hold their labels")
@@ -272,7 +274,9 @@ def train_iter(
     std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1) * 255
     dataset = WeakLabelDataset(samples, cfg, dam=cfg.dam.enabled)
     per_rank = max(1, t.batch_size // di.world)
-    schedule = BatchSchedule(len(samples), per_rank * di.world, t.iterations, t.seed, start, di.rank, di.world)
+    schedule = BatchSchedule(
+        len(samples), per_rank * di.world, t.iterations, t.seed, start, di.rank, di.world
+    )
     loader = DataLoader(
         dataset,
         batch_sampler=schedule,
@@ -298,6 +302,7 @@ def train_iter(
     logs: dict[str, float] = {}
     t_last, n_last = time.perf_counter(), 0
     ips = 0.0
+
     def batches() -> Generator[dict[str, torch.Tensor], None, None]:
         try:
             yield from loader
@@ -364,7 +369,9 @@ def train_iter(
                 dist.barrier()
 
 
-def _validate(model: torch.nn.Module, cfg: SIAConfig, items: list[EvalItem], device: torch.device, di: DistInfo) -> dict:
+def _validate(
+    model: torch.nn.Module, cfg: SIAConfig, items: list[EvalItem], device: torch.device, di: DistInfo
+) -> dict:
     from .evaluate import evaluate_items
     from .predictor import SIAPredictor
 
@@ -372,7 +379,9 @@ def _validate(model: torch.nn.Module, cfg: SIAConfig, items: list[EvalItem], dev
         # Rank 0 scores the whole split; the others wait so every rank leaves validation together.
         result: list[Any] = [None]
         if di.is_main:
-            result[0] = evaluate_items(SIAPredictor(model, cfg, device), items, batch_size=cfg.infer.batch_size)
+            result[0] = evaluate_items(
+                SIAPredictor(model, cfg, device), items, batch_size=cfg.infer.batch_size
+            )
         dist.broadcast_object_list(result, src=0)
         return result[0]
     return evaluate_items(SIAPredictor(model, cfg, device), items, batch_size=cfg.infer.batch_size)
@@ -394,7 +403,11 @@ def _truncate_log(path: Path, iteration: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("iteration", 0) <= iteration
+    ]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 

@@ -23,7 +23,12 @@ def test_round_trip(tmp_path, preset, suffix):
 def test_paper_preset_is_the_paper():
     cfg = get_preset("paper")
     assert cfg.model.backbone == "vit_base_patch16_224"
-    assert (cfg.train.batch_size, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay) == (16, "adam", 1e-4, 5e-4)
+    assert (cfg.train.batch_size, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay) == (
+        16,
+        "adam",
+        1e-4,
+        5e-4,
+    )
     assert (cfg.rfm.lambda_low, cfg.rfm.lambda_high) == (0.3, 0.5)
     assert cfg.dam.weight == cfg.train.seg_weight == 0.5
     assert (cfg.rfm.enabled, cfg.dam.enabled, cfg.rsm.enabled) == (True, True, True)
@@ -38,7 +43,12 @@ def test_variants_switch_modules(variant):
 
 def test_overrides_parse_yaml_values():
     cfg = get_preset("cpu").with_overrides(
-        ["train.iterations=7", "train.cam_scales=[1.0, 0.75]", "dam.enabled=false", "model.backbone_weights=null"]
+        [
+            "train.iterations=7",
+            "train.cam_scales=[1.0, 0.75]",
+            "dam.enabled=false",
+            "model.backbone_weights=null",
+        ]
     )
     assert cfg.train.iterations == 7 and cfg.train.cam_scales == (1.0, 0.75) and not cfg.dam.enabled
     assert apply_variant(cfg, "a").with_overrides(["variant=c"]).dam.enabled

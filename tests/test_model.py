@@ -78,8 +78,15 @@ def test_shapes_of_every_module():
 
 
 def test_class_tokens_follow_registers_and_start_from_cls():
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=1, embed_dim=32,
-                            num_heads=2, img_size=64)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=0,
+        depth=1,
+        embed_dim=32,
+        num_heads=2,
+        img_size=64,
+    )
     cls = vit.cls_token.detach().clone()
     from sia_core.models.encoder import MCTViT
 
@@ -105,7 +112,9 @@ def test_ctc_loss_hand_values():
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     # no negatives: the positive term collapses to -log(e^s / (e^s + eps)) ~ 0, the push term to log(1 + eps)
     loss0 = ctc_loss(t, f, torch.tensor([[1.0, 1.0]]), torch.zeros(1, 2), tau=tau)
-    assert float(loss0) == pytest.approx((2 * math.log1p(1e-4 * math.exp(-s)) + math.log1p(1e-4)) / (2 + 1e-4), rel=1e-3)
+    assert float(loss0) == pytest.approx(
+        (2 * math.log1p(1e-4 * math.exp(-s)) + math.log1p(1e-4)) / (2 + 1e-4), rel=1e-3
+    )
 
 
 def test_cre_loss_hand_value():
@@ -207,7 +216,9 @@ def test_variant_forward_backward(variant):
     out = sia_losses(model, make_batch(), cfg, progress=0.6)
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    rfm_on, dam_on, _ = {"a": (0, 0, 0), "b": (1, 0, 0), "c": (0, 1, 0), "d": (1, 1, 0), "f": (1, 1, 1)}[variant]
+    rfm_on, dam_on, _ = {"a": (0, 0, 0), "b": (1, 0, 0), "c": (0, 1, 0), "d": (1, 1, 0), "f": (1, 1, 1)}[
+        variant
+    ]
     assert (model.rfm is not None) == bool(rfm_on)
     assert (model.dam is not None) == bool(dam_on)
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
@@ -216,7 +227,9 @@ def test_variant_forward_backward(variant):
             assert torch.isfinite(g).all(), name
 
     def reached(prefix: str) -> bool:
-        return any(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith(prefix))
+        return any(
+            g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith(prefix)
+        )
 
     for prefix in ("encoder.", "classifier.", "classifier_aux.", "decoder."):
         assert reached(prefix), f"{variant}: no gradient reached {prefix}"
@@ -315,7 +328,9 @@ def test_backbone_weights_errors(tmp_path):
     cfg.model.backbone_weights = str(tmp_path / "missing.pth")
     with pytest.raises(SIAError, match="not found.*missing.pth"):
         build_model(cfg)
-    other = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, embed_dim=48, num_heads=2, img_size=64)
+    other = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=2, embed_dim=48, num_heads=2, img_size=64
+    )
     wrong = tmp_path / "other.pth"
     torch.save(other.state_dict(), wrong)
     cfg.model.backbone_weights = str(wrong)
@@ -334,7 +349,9 @@ def test_backbone_weights_errors(tmp_path):
 
 
 def test_sia_file_expected_not_backbone_file(tmp_path):
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, embed_dim=32, num_heads=2, img_size=64)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, embed_dim=32, num_heads=2, img_size=64
+    )
     from safetensors.torch import save_file
 
     path = tmp_path / "backbone.safetensors"

@@ -24,7 +24,9 @@ from sia_core.train import train_iter
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synth") / "data", n_train=12, n_val=4, size=64, seed=1)
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("synth") / "data", n_train=12, n_val=4, size=64, seed=1
+    )
 
 
 def cfg_for(data: Path, iterations: int = 4, **over):
@@ -77,7 +79,10 @@ def test_resume_matches_uninterrupted_run(synth, tmp_path):
     b, _, _ = read_weights(tmp_path / "stopped" / "last.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    log = [json.loads(line)["iteration"] for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line)["iteration"]
+        for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()
+    ]
     assert log == [1, 2, 3, 4]
 
 
@@ -118,7 +123,7 @@ def test_corrected_mask_becomes_pixel_supervision(synth, tmp_path):
 def test_batch_schedule_is_deterministic_and_sharded():
     a = BatchSchedule(10, 4, 6, seed=3)
     full = [a.batch(i) for i in range(6)]
-    assert [b for b in BatchSchedule(10, 4, 6, seed=3, start=2)] == full[2:]
+    assert list(BatchSchedule(10, 4, 6, seed=3, start=2)) == full[2:]
     r0 = BatchSchedule(10, 4, 6, seed=3, rank=0, world=2)
     r1 = BatchSchedule(10, 4, 6, seed=3, rank=1, world=2)
     for i in range(6):
@@ -174,12 +179,28 @@ def test_two_process_training_agrees_and_only_rank0_writes(synth, tmp_path):
     digests = tmp_path / "digests"
     digests.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script),
-           str(synth), str(tmp_path / "run"), str(digests)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        str(script),
+        str(synth),
+        str(tmp_path / "run"),
+        str(digests),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     d0, d1 = (digests / "rank0.txt").read_text(), (digests / "rank1.txt").read_text()
     assert d0 == d1  # gradients were averaged: both ranks hold the same weights
-    log = [json.loads(line)["iteration"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line)["iteration"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    ]
     assert log == [1, 2, 3]  # one writer: no duplicated lines
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.yaml", "last.safetensors", "state.pt", "log.jsonl"}
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {
+        "config.yaml",
+        "last.safetensors",
+        "state.pt",
+        "log.jsonl",
+    }

@@ -8,10 +8,11 @@ Corrected masks saved by the user (``<image folder>/sia_masks/<stem>.png``) are 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ __all__ = [
     "BatchSchedule",
     "sample_seed",
 ]
+
 
 def correction_path(image: Path) -> Path:
     """Where the corrected mask of ``image`` is saved."""
@@ -122,7 +124,14 @@ class BatchSchedule(Sampler):
     """
 
     def __init__(
-        self, n: int, batch_size: int, iterations: int, seed: int, start: int = 0, rank: int = 0, world: int = 1
+        self,
+        n: int,
+        batch_size: int,
+        iterations: int,
+        seed: int,
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.n, self.batch_size, self.iterations = n, batch_size, iterations
         self.seed, self.start, self.rank, self.world = seed, start, rank, world
@@ -135,7 +144,9 @@ class BatchSchedule(Sampler):
         out = []
         for slot in range(self.rank, self.batch_size, self.world):
             pos = iteration * self.batch_size + slot
-            out.append((int(self._perm(pos // self.n)[pos % self.n]), sample_seed(self.seed, iteration, slot)))
+            out.append(
+                (int(self._perm(pos // self.n)[pos % self.n]), sample_seed(self.seed, iteration, slot))
+            )
         return out
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
