@@ -57,6 +57,8 @@ def build_model(cfg: SIAConfig, backbone_weights: Optional[str] = None) -> SIAMo
         dam_head=cfg.dam.head,
         dam_dim=cfg.dam.proj_dim,
         dam_momentum=cfg.dam.momentum,
+        pooling=m.pooling,
+        pool_topk=m.pool_topk,
     )
 
 

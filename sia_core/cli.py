@@ -90,9 +90,38 @@ def training_samples(data: str, cfg) -> list:
 # ------------------------------------------------------------------------------------------ commands
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class _Bar:
+    """A tqdm progress bar on stderr that appears at the first update (an error raised before any progress
+    prints only its own line) and always closes, so an error line never shares a line with the bar."""
 
+    def __init__(self, total: int, desc: str, disable: bool = False) -> None:
+        self.total, self.desc, self.disable = total, desc, disable
+        self.bar = None
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def to(self, done: int, **postfix: Any) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, file=sys.stderr, dynamic_ncols=True, disable=self.disable)
+        self.bar.update(done - self.bar.n)
+        if postfix:
+            self.bar.set_postfix(postfix)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from .config import SIAConfig
     from .data.layout import find_split, has_split
     from .train import RunFiles, dist_info, train_iter
@@ -101,15 +130,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg = SIAConfig.load(files.config) if files.config.is_file() else None
         if cfg is None:
-            raise SIAError(
-                f"nothing to resume in {args.out} (no config.yaml)", fix="start the run without --resume"
-            )
+            raise SIAError(f"nothing to resume in {args.out} (no config.yaml)", fix="start the run without --resume")
         data = args.data
     else:
         data = args.data
-        cfg = resolve_train_config(
-            data, args.preset, args.config, args.set or [], args.variant, args.dataset_preset
-        )
+        cfg = resolve_train_config(data, args.preset, args.config, args.set or [], args.variant, args.dataset_preset)
         if args.device:
             cfg.train.device = args.device
     if data is None:
@@ -125,30 +150,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{f', validating on {len(val)} val images' if val else ''} -> {files.root}",
             flush=True,
         )
-    bar = tqdm(total=cfg.train.iterations, desc="train", disable=not main_rank, dynamic_ncols=True)
     last = None
     try:
-        for info in train_iter(
-            cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from
-        ):
-            if last is None:
-                bar.update(info.iteration - 1 - bar.n)
-            bar.update(1)
-            post = {"loss": info.logs.get("loss", float("nan")), "img/s": round(info.images_per_s, 2)}
-            if info.val:
-                post["val_mIoU"] = round(info.val["decoder"]["mIoU"], 3)
-                bar.write(
-                    f"iteration {info.iteration}: val mIoU decoder {info.val['decoder']['mIoU']:.3f}"
-                    + "".join(
-                        f", {k} {info.val[k]['mIoU']:.3f}"
-                        for k in ("cam", "inhibition", "rsm")
-                        if k in info.val
+        with _Bar(cfg.train.iterations, "train", disable=not main_rank) as bar:
+            for info in train_iter(
+                cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from
+            ):
+                post = {"loss": info.logs.get("loss", float("nan")), "img/s": round(info.images_per_s, 2)}
+                if info.val:
+                    post["val_mIoU"] = round(info.val["decoder"]["mIoU"], 3)
+                    bar.write(
+                        f"iteration {info.iteration}: val mIoU decoder {info.val['decoder']['mIoU']:.3f}"
+                        + "".join(
+                            f", {k} {info.val[k]['mIoU']:.3f}" for k in ("cam", "inhibition", "rsm") if k in info.val
+                        )
                     )
-                )
-            bar.set_postfix(post)
-            last = info
+                bar.to(info.iteration, **post)
+                last = info
     except KeyboardInterrupt:
-        bar.close()
         done = last.iteration if last else 0
         print(
             f"interrupted at iteration {done}: checkpoint saved in {files.root}; continue with "
@@ -156,7 +175,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    bar.close()
     if main_rank:
         best = files.best if files.best.is_file() else files.last
         print(f"done: weights {best}, log {files.log}")
@@ -164,25 +182,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .data.layout import find_split
     from .evaluate import evaluate_items, format_table, summary
     from .predictor import SIAPredictor
 
     pred = SIAPredictor.from_run(args.run, device=args.device)
     items = find_split(args.data, args.split)
-    bar = tqdm(total=len(items), desc=f"evaluate {args.split}", file=sys.stderr, dynamic_ncols=True)
     scales = tuple(args.scales) if args.scales else None
-    results = evaluate_items(
-        pred,
-        items,
-        batch_size=args.batch_size,
-        scales=scales,
-        flip=args.flip or None,
-        on_image=lambda done, total: bar.update(done - bar.n),
-    )
-    bar.close()
+    with _Bar(len(items), f"evaluate {args.split}") as bar:
+        results = evaluate_items(
+            pred,
+            items,
+            batch_size=args.batch_size,
+            scales=scales,
+            flip=args.flip or None,
+            on_image=lambda d, t: bar.to(d),
+        )
     print(
         f"{args.split}: {len(items)} images of {args.data}, classes {pred.cfg.data.classes} "
         f"(decoder without labels; cam/inhibition/rsm with the true image labels)"
@@ -205,83 +220,77 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
         if p.is_dir():
             found = list_images(p, recursive=False)
             if not found:
-                raise SIAError(
-                    f"no images in folder {p}", fix="give image files or a folder of PNG/JPEG/TIFF images"
-                )
+                raise SIAError(f"no images in folder {p}", fix="give image files or a folder of PNG/JPEG/TIFF images")
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
         else:
             raise SIAError(f"input not found: {p}", fix="give existing image files or folders")
-    return paths
+    return list(dict.fromkeys(p.resolve() for p in paths))  # a file given twice (or via its folder) once
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from .data.images import read_rgb
-    from .data.labels import parse_label_vector
-    from .export import write_float_tiff, write_labels
     from .predictor import SIAPredictor
 
-    pred = SIAPredictor.from_run(args.run, device=args.device)
-    cfg = pred.cfg
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = _expand_inputs(args.inputs)
+    out = Path(args.out)
     ext = ".tif" if args.format == "tif" else ".png"
-    for path in tqdm(paths, desc="predict", file=sys.stderr, dynamic_ncols=True):
-        rgb = read_rgb(path)
-        labels = None
-        if args.labels_from_name and "[" in path.name:
-            labels = parse_label_vector(path, cfg.num_classes)
-        p = pred.predict_image(rgb, labels=labels)
-        stem = path.stem
-        write_labels(
-            out / f"{stem}_labels{ext}",
-            p.label_map,
-            cfg.data.classes,
-            cfg.data.palette,
-            overwrite=args.overwrite,
-        )
-        write_labels(
-            out / f"{stem}_pseudo{ext}",
-            p.pseudo_label,
-            cfg.data.classes,
-            cfg.data.palette,
-            overwrite=args.overwrite,
-        )
-        for name, maps in (("cam", p.cam), ("inhibition", p.inhibition), ("rsm", p.rsm)):
-            if maps is not None:
-                write_float_tiff(
-                    out / f"{stem}_{name}.tif",
-                    maps.astype(np.float32),
-                    cfg.data.classes,
-                    overwrite=args.overwrite,
-                )
+    names = ("labels", "pseudo", "cam", "inhibition", "rsm")
+
+    def target(path: Path, name: str) -> Path:
+        return out / f"{path.stem}_{name}{ext if name in ('labels', 'pseudo') else '.tif'}"
+
+    if not args.overwrite:
+        # Check every output first, so a refused run writes nothing at all.
+        existing = [t for p in paths for n in names if (t := target(p, n)).exists()]
+        if existing:
+            raise SIAError(
+                f"{existing[0]} already exists ({len(existing)} outputs in all)",
+                fix="pass --overwrite or choose another --out",
+            )
+    pred = SIAPredictor.from_run(args.run, device=args.device)
+    out.mkdir(parents=True, exist_ok=True)
+    with _Bar(len(paths), "predict") as bar:
+        for i, path in enumerate(paths):
+            _predict_one(pred, path, args.labels_from_name, target)
+            bar.to(i + 1)
     print(f"wrote predictions of {len(paths)} images to {out}")
     return 0
 
 
-def cmd_pseudo_label(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _predict_one(pred, path: Path, labels_from_name: bool, target) -> None:
+    """Predict one image file and write its label maps and float maps."""
+    import numpy as np
 
+    from .data.images import read_rgb
+    from .data.labels import parse_label_vector
+    from .export import write_float_tiff, write_labels
+
+    cfg = pred.cfg
+    labels = parse_label_vector(path, cfg.num_classes) if labels_from_name and "[" in path.name else None
+    p = pred.predict_image(read_rgb(path), labels=labels)
+    for name, label_map in (("labels", p.label_map), ("pseudo", p.pseudo_label)):
+        write_labels(target(path, name), label_map, cfg.data.classes, cfg.data.palette, overwrite=True)
+    for name, maps in (("cam", p.cam), ("inhibition", p.inhibition), ("rsm", p.rsm)):
+        if maps is not None:
+            write_float_tiff(target(path, name), maps.astype(np.float32), cfg.data.classes, overwrite=True)
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from .config import SIAConfig  # noqa: F401 (documents the type of pred.cfg)
     from .predictor import SIAPredictor
     from .pseudo import write_pseudo_labels
 
     pred = SIAPredictor.from_run(args.run, device=args.device)
     samples = training_samples(args.data, pred.cfg)
-    bar = tqdm(total=len(samples), desc="pseudo-label", file=sys.stderr, dynamic_ncols=True)
-    written = write_pseudo_labels(
-        pred,
-        [(s.path, s.labels) for s in samples],
-        args.out,
-        overwrite=args.overwrite,
-        on_image=lambda done, total: bar.update(done - bar.n),
-    )
-    bar.close()
+    with _Bar(len(samples), "pseudo-label") as bar:
+        written = write_pseudo_labels(
+            pred,
+            [(s.path, s.labels) for s in samples],
+            args.out,
+            overwrite=args.overwrite,
+            on_image=lambda d, t: bar.to(d),
+        )
     print(f"wrote {len(written)} pseudo-masks (palette PNG, classes {pred.cfg.data.classes}) to {args.out}")
     return 0
 
@@ -330,9 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. train.iterations=500",
     )
-    p.add_argument(
-        "--variant", choices=["a", "b", "c", "d", "f"], help="ablation variant (Table 2); default f"
-    )
+    p.add_argument("--variant", choices=["a", "b", "c", "d", "f"], help="ablation variant (Table 2); default f")
     p.add_argument(
         "--dataset-preset",
         choices=["luad-histoseg", "bcss-wsss", "wsss4luad"],
@@ -352,9 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or .safetensors")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="val", help="val (or valid) or test")
-    p.add_argument(
-        "--scales", type=float, nargs="+", help="inference scales (default: the run's infer.scales)"
-    )
+    p.add_argument("--scales", type=float, nargs="+", help="inference scales (default: the run's infer.scales)")
     p.add_argument("--flip", action="store_true", help="add horizontal flips")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", help="also write all metrics (per class, confusion matrices) to this file")

@@ -60,6 +60,10 @@ class ModelConfig:
     aux_layer: int = -3
     """Block whose (un-normed) patch tokens feed the auxiliary classifier; negative counts from the end."""
     drop_path_rate: float = 0.0
+    pooling: str = "gmp"
+    """Image logits from the patch tokens: 'gmp' (global max pooling, ToCo/MoRe), 'gap' (average) or
+    'topk' (mean of the top ``pool_topk`` fraction of tokens, per feature)."""
+    pool_topk: float = 0.25
     decoder_channels: int = 512
     decoder_dilation: int = 5
 
@@ -162,6 +166,9 @@ class TrainConfig:
     """'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
     amp: str = "auto"
     """'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'off'."""
+    balance: float = 0.0
+    """Draw images with probability 1 / count(label combination)^balance (0 = plain epochs, 1 = every
+    combination equally often)."""
     num_workers: int = 2
     val_every: int = 1000
     ckpt_every: int = 500

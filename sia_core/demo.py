@@ -19,7 +19,8 @@ from .errors import SIAError
 __all__ = ["DEMO_ITERATIONS", "run_demo", "overview_figure"]
 
 DEMO_ITERATIONS = 120
-DEMO_TRAIN, DEMO_VAL = 192, 24
+DEMO_TRAIN, DEMO_VAL, DEMO_SIZE = 192, 24, 224
+DEMO_PRESET = "cpu"
 
 
 def run_demo(
@@ -53,10 +54,10 @@ def run_demo(
         f"making a synthetic H&E-like dataset in {data} ({DEMO_TRAIN} train, {DEMO_VAL} val patches)",
         flush=True,
     )
-    make_synthetic_dataset(data, n_train=DEMO_TRAIN, n_val=DEMO_VAL, size=224, seed=0)
+    make_synthetic_dataset(data, n_train=DEMO_TRAIN, n_val=DEMO_VAL, size=DEMO_SIZE, seed=0)
     iterations = iterations or DEMO_ITERATIONS
     cfg = resolve_train_config(
-        str(data), preset="cpu", overrides=[f"train.iterations={iterations}", "train.val_every=0"]
+        str(data), preset=DEMO_PRESET, overrides=[f"train.iterations={iterations}", "train.val_every=0"]
     )
     cfg.train.device = device
     samples = training_samples(str(data), cfg)

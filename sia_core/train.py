@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from .build import build_model, read_weights, resolve_weights_path, save_weights
 from .config import SIAConfig
 from .data.layout import EvalItem
-from .data.train_dataset import BatchSchedule, TrainSample, WeakLabelDataset
+from .data.train_dataset import BatchSchedule, TrainSample, WeakLabelDataset, balanced_weights
 from .errors import SIAError
 from .io_utils import atomic_write, atomic_write_text
 from .objective import TrainBatch, sia_losses
@@ -274,8 +274,9 @@ def train_iter(
     std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1) * 255
     dataset = WeakLabelDataset(samples, cfg, dam=cfg.dam.enabled)
     per_rank = max(1, t.batch_size // di.world)
+    weights = balanced_weights([s.labels for s in samples], t.balance) if t.balance else None
     schedule = BatchSchedule(
-        len(samples), per_rank * di.world, t.iterations, t.seed, start, di.rank, di.world
+        len(samples), per_rank * di.world, t.iterations, t.seed, start, di.rank, di.world, weights=weights
     )
     loader = DataLoader(
         dataset,

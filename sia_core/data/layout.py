@@ -280,17 +280,23 @@ def _deepcopy(value: Any) -> Any:
 
 
 def train_folder(root: PathLike) -> Optional[Path]:
-    """``<root>/train/img`` when it exists (TPRO), else ``<root>/train``; None when neither exists."""
+    """``<root>/train/img`` when it exists (TPRO), else ``<root>/train``; else ``root`` itself when it holds a
+    labels CSV (a plain image folder labelled in the napari widget); None otherwise."""
     root = Path(root)
     for folder in (root / "train" / "img", root / "train"):
         if folder.is_dir():
             return folder
+    if (root / LABELS_CSV).is_file():
+        return root
     return None
 
 
 def _label_csvs(root: Path) -> list[Path]:
     found = []
-    for folder in (root / "train", root / "train" / "img"):
+    folders = [root / "train", root / "train" / "img"]
+    if not (root / "train").is_dir():
+        folders.append(root)  # plain image folder (see train_folder)
+    for folder in folders:
         if (folder / LABELS_CSV).is_file():
             found.append(folder / LABELS_CSV)
     return found

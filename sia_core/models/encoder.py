@@ -62,8 +62,9 @@ def create_vit(name: str, weights: Optional[str] = None, **kwargs) -> nn.Module:
             fix="use a timm ViT name such as vit_tiny_patch16_224, vit_small_patch16_224 or vit_base_patch16_224",
         )
     kwargs = {"num_classes": 0, **kwargs}
+    model = timm.create_model(name, pretrained=False, **kwargs)
     if weights is None:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        return model
     path = Path(weights).expanduser()
     if not path.is_file():
         raise SIAError(
@@ -71,24 +72,52 @@ def create_vit(name: str, weights: Optional[str] = None, **kwargs) -> nn.Module:
             fix="give the path of a local timm checkpoint (.pth/.bin) or .safetensors file, or no file for "
             "random initialisation",
         )
+    _load_backbone_weights(model, path, name)
+    return model
+
+
+def _load_backbone_weights(model: nn.Module, path: Path, name: str) -> None:
+    """Load a timm/PyTorch/safetensors state dict strictly (except the classifier head, which SIA replaces).
+
+    timm's own pretrained loader only warns about keys it cannot place, so a file of another architecture
+    would silently leave the encoder random; here every encoder weight must come from the file.
+    """
+    from timm.models import load_state_dict
+
     try:
-        # timm's own loader applies the model family's checkpoint filter (e.g. converts original JAX ViT
-        # weights, resamples position embeddings) and drops the classifier head, offline.
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = next(
-            (line.strip() for line in first if "size mismatch" in line or "Missing" in line), first[0]
-        )
-        raise SIAError(
-            f"weights file {path} does not fit backbone '{name}' ({detail[:200]})",
-            fix="pass weights made for this architecture, or set model.backbone to the architecture of the file",
-        ) from err
+        state = load_state_dict(str(path), use_ema=True, device="cpu")
     except Exception as err:  # unreadable file, wrong format
         raise SIAError(
             f"cannot read weights file {path}: {type(err).__name__}: {str(err)[:200]}",
             fix="give a timm/PyTorch checkpoint (.pth/.bin) or a .safetensors file",
         ) from err
+    module = __import__(type(model).__module__, fromlist=["checkpoint_filter_fn"])
+    filter_fn = getattr(module, "checkpoint_filter_fn", None)
+    try:
+        if filter_fn is not None:
+            # converts original JAX/other layouts and resamples position embeddings to the model's grid
+            state = filter_fn(state, model)
+    except Exception as err:
+        raise SIAError(
+            f"weights file {path} does not fit backbone '{name}' ({type(err).__name__}: {str(err)[:150]})",
+            fix="pass weights made for this architecture, or set model.backbone to the architecture of the file",
+        ) from err
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm.")) or k in model.state_dict()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", mismatched))
+            if keys
+        )
+        raise SIAError(
+            f"weights file {path} does not fit backbone '{name}' ({detail})",
+            fix="pass weights made for this architecture, or set model.backbone to the architecture of the file",
+        )
+    model.load_state_dict(state, strict=True)
 
 
 class MCTViT(nn.Module):

@@ -10,20 +10,37 @@ __all__ = ["CAMClassifier", "LargeFOV"]
 
 
 class CAMClassifier(nn.Module):
-    """Bias-free 1x1 convolution over the patch-token map; image logits by global max pooling.
+    """Bias-free 1x1 convolution over the patch-token map; image logits from pooled tokens.
 
     Args:
         dim: token dimension D.
         num_classes: number of classes C.
+        pooling: 'gmp' (global max pooling, the paper's setting), 'gap', or 'topk' (per feature, the mean of
+            the ``topk`` largest token values: gradient reaches more tokens than with GMP, which helps
+            training from random initialisation, while staying selective unlike GAP).
+        topk: fraction of tokens for 'topk'.
     """
 
-    def __init__(self, dim: int, num_classes: int) -> None:
+    def __init__(self, dim: int, num_classes: int, pooling: str = "gmp", topk: float = 0.25) -> None:
         super().__init__()
+        if pooling not in ("gmp", "gap", "topk"):
+            raise ValueError(f"unknown pooling '{pooling}' (use gmp, gap or topk)")
+        self.pooling, self.topk = pooling, topk
         self.conv = nn.Conv2d(dim, num_classes, kernel_size=1, bias=False)
 
+    def pool(self, feats: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, D, 1, 1)."""
+        if self.pooling == "gmp":
+            return F.adaptive_max_pool2d(feats, 1)
+        if self.pooling == "gap":
+            return F.adaptive_avg_pool2d(feats, 1)
+        flat = feats.flatten(2)
+        k = max(1, round(self.topk * flat.shape[-1]))
+        return flat.topk(k, dim=-1).values.mean(-1)[..., None, None]
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Image logits z = W . GMP(P2d), (B, C)."""
-        return self.conv(F.adaptive_max_pool2d(feats, 1)).flatten(1)
+        """Image logits z = W . pool(P2d), (B, C)."""
+        return self.conv(self.pool(feats)).flatten(1)
 
     def cam(self, feats: torch.Tensor) -> torch.Tensor:
         """Class activation map ReLU(W * P2d), (B, C, h, w)."""

@@ -59,6 +59,8 @@ class SIAModel(nn.Module):
         dam_head: 'linear' or 'toco'.
         dam_dim: projection dimension.
         dam_momentum: EMA momentum of the teacher head.
+        pooling: image-logit pooling of the classifiers ('gmp', 'gap', 'topk').
+        pool_topk: token fraction for 'topk' pooling.
     """
 
     def __init__(
@@ -73,13 +75,15 @@ class SIAModel(nn.Module):
         dam_head: str = "linear",
         dam_dim: int = 256,
         dam_momentum: float = 0.9,
+        pooling: str = "gmp",
+        pool_topk: float = 0.25,
     ) -> None:
         super().__init__()
         dim = encoder.embed_dim
         self.num_classes = num_classes
         self.encoder = encoder
-        self.classifier = CAMClassifier(dim, num_classes)
-        self.classifier_aux = CAMClassifier(dim, num_classes)
+        self.classifier = CAMClassifier(dim, num_classes, pooling, pool_topk)
+        self.classifier_aux = CAMClassifier(dim, num_classes, pooling, pool_topk)
         self.decoder = LargeFOV(dim, num_classes, decoder_channels, decoder_dilation)
         self.rfm = GraphClassTokens(dim, topk_ratio) if rfm else None
         self.dam = DAMHeads(dim, dam_dim, dam_head, dam_momentum) if dam else None
