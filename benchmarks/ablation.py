@@ -23,7 +23,8 @@ from sia_core.data.layout import find_split
 from sia_core.evaluate import evaluate_items
 from sia_core.io_utils import atomic_write_text
 from sia_core.predictor import SIAPredictor
-from sia_core.train import RunFiles, train_iter
+from sia_core.run_files import RunFiles
+from sia_core.train import train_iter
 
 KEYS = ("mDice", "mIoU", "mPrecision", "mRecall")
 FLOORS = {

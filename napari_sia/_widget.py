@@ -45,9 +45,11 @@ from qtpy.QtWidgets import (
 )
 
 from sia_core.config import get_preset
-from sia_core.data.images import CORRECTIONS_DIR, IMAGE_EXTENSIONS, PSEUDO_DIR, list_images, read_rgb
+from sia_core.data.images import IMAGE_EXTENSIONS, list_images, read_rgb
 from sia_core.data.layout import DATASET_PRESETS, DATASET_YAML
+from sia_core.data.sidecars import correction_path, pseudo_label_path
 from sia_core.errors import SIAError
+from sia_core.run_files import RunFiles
 
 from ._classes import SIA_META, ClassSet, class_set_for_folder, dataset_root, label_colormap, preset_matching
 from ._images import ImageEntry, LabelBook, csv_header
@@ -84,21 +86,6 @@ MAP_TITLES = {
 TRAIN_PRESETS = ("cpu", "paper", "test")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CLASSES = "wsss4luad"
-
-
-def correction_file(image: Path) -> Path:
-    """Rule of ``sia_core.data.train_dataset.correction_path``, without importing torch on the GUI thread."""
-    return image.parent / CORRECTIONS_DIR / f"{image.stem}.png"
-
-
-def pseudo_file(image: Path, out_dir: Optional[Path]) -> Path:
-    """Rule of ``sia_core.pseudo.pseudo_label_path``, without importing torch on the GUI thread."""
-    return (out_dir if out_dir is not None else image.parent / PSEUDO_DIR) / f"{image.stem}.png"
-
-
-def holds_run(folder: Path) -> bool:
-    """Same test as ``sia_core.train.RunFiles.holds_run`` (which imports torch): a run's files are there."""
-    return any((folder / name).exists() for name in ("config.yaml", "last.safetensors", "state.pt"))
 
 
 class _ClosingGeneratorWorker(GeneratorWorker):
@@ -562,7 +549,7 @@ class SIAWidget(QWidget):
         marks = []
         if self.book.labels(entry)[0] is not None:
             marks.append("[labelled]")
-        if entry.path is not None and correction_file(entry.path).is_file():
+        if entry.path is not None and correction_path(entry.path).is_file():
             marks.append("[corrected]")
         return " ".join([entry.key, *marks])
 
@@ -574,7 +561,7 @@ class SIAWidget(QWidget):
     def _update_images_status(self) -> None:
         n = len(self.entries)
         labelled = sum(self.book.labels(e)[0] is not None for e in self.entries)
-        corrected = sum(e.path is not None and correction_file(e.path).is_file() for e in self.entries)
+        corrected = sum(e.path is not None and correction_path(e.path).is_file() for e in self.entries)
         if n == 0:
             text = "no images: open an H&E image in napari, or choose a folder"
         else:
@@ -920,7 +907,7 @@ class SIAWidget(QWidget):
         text = self.run_dir_edit.text().strip()
         out_dir = Path(text).expanduser() if text else self._default_run_dir()
         force = False
-        if holds_run(out_dir):
+        if RunFiles(out_dir).holds_run():
             if not self._ask_yes_no("Replace run?", f"{out_dir} already holds a run. Replace it?"):
                 return
             force = True
@@ -929,7 +916,7 @@ class SIAWidget(QWidget):
             show_error(f"SIA: model to fine-tune not found: {request.init_from}")
             return
         self.cli_edit.setText(cli_command(request))
-        n_corr = sum(correction_file(p).is_file() for p, _ in items)
+        n_corr = sum(correction_path(p).is_file() for p, _ in items)
         self._train_last = None
         self.train_status.setText(
             f"starting: {len(items)} images ({n_corr} with corrected masks) -> {out_dir}"
@@ -1188,13 +1175,13 @@ class SIAWidget(QWidget):
             if not chosen:
                 return
             out_dir = Path(chosen)
-        existing = [p for p, _ in items if pseudo_file(p, out_dir).exists()]
+        existing = [p for p, _ in items if pseudo_label_path(p, out_dir).exists()]
         overwrite = False
         if existing:
             choice = self._ask_choice(
                 "Pseudo-masks exist",
                 f"{len(existing)} of {len(items)} pseudo-masks already exist "
-                f"(e.g. {pseudo_file(existing[0], out_dir)}).",
+                f"(e.g. {pseudo_label_path(existing[0], out_dir)}).",
                 ["Overwrite", "Skip existing"],
             )
             if choice is None:
@@ -1360,7 +1347,7 @@ class SIAWidget(QWidget):
                 f"(fix: paint only labels 0..{self.classes.num_classes - 1}; erase for unlabelled)"
             )
             return None
-        target = correction_file(entry.path)
+        target = correction_path(entry.path)
         if target.exists() and not self._ask_yes_no("Replace correction?", f"{target} exists. Replace it?"):
             return None
         from sia_core.data.images import write_palette_png

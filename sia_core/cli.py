@@ -81,7 +81,8 @@ def _backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, 
 def training_samples(data: str, cfg) -> list:
     """Training images of a dataset folder, with any corrected masks saved beside them."""
     from .data.layout import find_train_items
-    from .data.train_dataset import TrainSample, find_correction
+    from .data.sidecars import find_correction
+    from .data.train_dataset import TrainSample
 
     items = find_train_items(data, cfg.num_classes, cfg.data.classes)
     return [TrainSample(i.path, i.labels, find_correction(i.path)) for i in items]
@@ -124,7 +125,8 @@ class _Bar:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import SIAConfig
     from .data.layout import find_split, has_split
-    from .train import RunFiles, dist_info, train_iter
+    from .run_files import RunFiles
+    from .train import dist_info, train_iter
 
     files = RunFiles(Path(args.out))
     if args.resume:

@@ -12,18 +12,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .data.images import PSEUDO_DIR, read_rgb, write_palette_png
+from .data.images import read_rgb, write_palette_png
+from .data.sidecars import pseudo_label_path
 from .errors import SIAError
 from .predictor import SIAPredictor
 
-__all__ = ["PSEUDO_DIR", "pseudo_label_path", "write_pseudo_labels"]
-
-
-def pseudo_label_path(image: Path, out_dir: Optional[Union[str, Path]] = None) -> Path:
-    """Where the pseudo-mask of ``image`` goes: ``out_dir/<stem>.png`` or ``<image folder>/sia_pseudo/<stem>.png``."""
-    image = Path(image)
-    folder = Path(out_dir) if out_dir is not None else image.parent / PSEUDO_DIR
-    return folder / f"{image.stem}.png"
+__all__ = ["write_pseudo_labels"]
 
 
 def write_pseudo_labels(

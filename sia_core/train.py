@@ -40,6 +40,7 @@ from .errors import SIAError
 from .io_utils import atomic_write, atomic_write_text
 from .objective import TrainBatch, sia_losses
 from .predictor import resolve_device
+from .run_files import RunFiles
 
 __all__ = ["StepInfo", "RunFiles", "train_iter", "DistInfo", "dist_info"]
 
@@ -58,36 +59,6 @@ class StepInfo:
     """Validation metrics when this step validated."""
     checkpoint: Optional[Path] = None
     """The weights file written at this step, if any."""
-
-
-@dataclass
-class RunFiles:
-    """Paths of a run directory."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def last(self) -> Path:
-        return self.root / "last.safetensors"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best.safetensors"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.pt"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log.jsonl"
-
-    def holds_run(self) -> bool:
-        return any(p.exists() for p in (self.config, self.last, self.state))
 
 
 @dataclass

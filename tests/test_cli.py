@@ -78,10 +78,18 @@ def test_evaluate_prints_table_and_json_last(run, data, capsys, tmp_path):
 def test_predict_writes_maps_and_label_maps(run, data, tmp_path, capsys):
     imgs = sorted((data / "val" / "img").glob("*.png"))
     out = tmp_path / "pred"
-    assert main(["predict", str(run), str(imgs[0]), str(data / "val" / "img"), "--out", str(out), "--format", "tif"]) == 0
+    assert (
+        main(["predict", str(run), str(imgs[0]), str(data / "val" / "img"), "--out", str(out), "--format", "tif"]) == 0
+    )
     stem = imgs[0].stem
     names = {p.name for p in out.iterdir()}
-    assert {f"{stem}_labels.tif", f"{stem}_pseudo.tif", f"{stem}_cam.tif", f"{stem}_inhibition.tif", f"{stem}_rsm.tif"} <= names
+    assert {
+        f"{stem}_labels.tif",
+        f"{stem}_pseudo.tif",
+        f"{stem}_cam.tif",
+        f"{stem}_inhibition.tif",
+        f"{stem}_rsm.tif",
+    } <= names
     from sia_core.export import read_float_tiff, read_labels
 
     labels, meta = read_labels(out / f"{stem}_labels.tif")
@@ -195,7 +203,16 @@ def test_weights_of_another_architecture(data, tmp_path, capsys):
 
     wrong = tmp_path / "resnet.pth"
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), wrong)
-    args = ["train", "--data", str(data), "--out", str(tmp_path / "r"), *TRAIN, "--set", f"model.backbone_weights={wrong}"]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        *TRAIN,
+        "--set",
+        f"model.backbone_weights={wrong}",
+    ]
     assert main(args) == 2
     assert "resnet.pth" in error_line(capsys)
     # a backbone file where a trained SIA model is expected

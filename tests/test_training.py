@@ -16,8 +16,9 @@ import torch
 from sia_core.build import read_weights
 from sia_core.cli import resolve_train_config, training_samples
 from sia_core.data.images import write_palette_png
+from sia_core.data.sidecars import correction_path
 from sia_core.data.synthetic import make_synthetic_dataset
-from sia_core.data.train_dataset import BatchSchedule, correction_path
+from sia_core.data.train_dataset import BatchSchedule
 from sia_core.errors import SIAError
 from sia_core.train import train_iter
 

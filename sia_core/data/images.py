@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..errors import SIAError
 from ..io_utils import atomic_write
+from .sidecars import CORRECTIONS_DIR, PSEUDO_DIR
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -37,12 +38,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 
 _WHITE = (255, 255, 255)
-
-
-CORRECTIONS_DIR = "sia_masks"
-"""Folder beside the images where the user's corrected masks are saved (palette PNG, same stem)."""
-PSEUDO_DIR = "sia_pseudo"
-"""Folder beside the images where pseudo-masks are written from the GUI."""
 
 
 def list_images(folder: PathLike, recursive: bool = True) -> list[Path]:

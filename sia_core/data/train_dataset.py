@@ -19,31 +19,15 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import SIAConfig
-from .images import CORRECTIONS_DIR
 from .views import IGNORE, TrainViews
 
 __all__ = [
-    "CORRECTIONS_DIR",
     "TrainSample",
-    "correction_path",
-    "find_correction",
     "WeakLabelDataset",
     "BatchSchedule",
     "sample_seed",
     "balanced_weights",
 ]
-
-
-def correction_path(image: Path) -> Path:
-    """Where the corrected mask of ``image`` is saved."""
-    image = Path(image)
-    return image.parent / CORRECTIONS_DIR / f"{image.stem}.png"
-
-
-def find_correction(image: Path) -> Optional[Path]:
-    """The corrected mask of ``image`` if the user saved one."""
-    p = correction_path(image)
-    return p if p.is_file() else None
 
 
 @dataclass
