@@ -17,12 +17,12 @@ import json
 import time
 from pathlib import Path
 
-from sia_core.cli import resolve_train_config, training_samples
 from sia_core.config import VARIANTS
 from sia_core.data.layout import find_split
 from sia_core.evaluate import evaluate_items
 from sia_core.io_utils import atomic_write_text
 from sia_core.predictor import SIAPredictor
+from sia_core.run_config import resolve_train_config, training_samples
 from sia_core.run_files import RunFiles
 from sia_core.train import train_iter
 

@@ -69,8 +69,8 @@ class TrainRequest:
 def training_config(req: TrainRequest) -> Any:
     """The run's ``SIAConfig``, built the way ``sia-core train`` builds it (preset, dataset classes, variant,
     ``--set`` overrides, ``--device``), so the GUI and its CLI command train identically."""
-    from sia_core.cli import resolve_train_config
     from sia_core.data.layout import apply_to_data_config
+    from sia_core.run_config import resolve_train_config
 
     cfg = resolve_train_config(None, req.preset)
     cfg.data = apply_to_data_config(req.classes.description(), cfg.data)

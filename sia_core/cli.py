@@ -15,77 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import SIAError
+from .run_config import resolve_train_config, training_samples
 
 __all__ = ["main", "build_parser"]
-
-
-# ------------------------------------------------------------------------------------------ config
-
-
-def resolve_train_config(
-    data: Optional[str],
-    preset: Optional[str] = None,
-    config_file: Optional[str] = None,
-    overrides: Sequence[str] = (),
-    variant: Optional[str] = None,
-    dataset_preset: Optional[str] = None,
-):
-    """The config of a new run: preset < config file < dataset description < variant < ``--set``."""
-    import yaml
-
-    from .config import apply_variant, get_preset
-    from .data.layout import apply_to_data_config, dataset_description
-
-    file_data: dict[str, Any] = {}
-    if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise SIAError(f"config file not found: {path}", fix="give the path of a config .yaml or .json")
-        file_data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(file_data, dict):
-            raise SIAError(f"config {path} is not a mapping", fix="write it as 'key: value' pairs")
-    if preset is None:
-        preset = file_data.get("preset") or _default_preset()
-    cfg = get_preset(preset)
-    if file_data:
-        cfg = cfg.merged({**file_data, "preset": preset}, source=str(config_file))
-    if data is not None:
-        cfg.data = apply_to_data_config(dataset_description(data, dataset_preset), cfg.data)
-    if variant is not None:
-        cfg = apply_variant(cfg, variant)
-    elif cfg.variant:
-        cfg = apply_variant(cfg, cfg.variant)
-    if overrides:
-        cfg = cfg.with_overrides(list(overrides))
-    if cfg.model.backbone_weights:
-        cfg.data.mean, cfg.data.std = _backbone_normalization(cfg.model.backbone)
-    return cfg
-
-
-def _default_preset() -> str:
-    import torch
-
-    return "paper" if torch.cuda.is_available() else "cpu"
-
-
-def _backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean/std that timm's pretrained config gives for these weights (METHOD §1.1)."""
-    import timm
-
-    pc = timm.models.get_pretrained_cfg(name)
-    if pc is None:
-        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return tuple(pc.mean), tuple(pc.std)
-
-
-def training_samples(data: str, cfg) -> list:
-    """Training images of a dataset folder, with any corrected masks saved beside them."""
-    from .data.layout import find_train_items
-    from .data.sidecars import find_correction
-    from .data.train_dataset import TrainSample
-
-    items = find_train_items(data, cfg.num_classes, cfg.data.classes)
-    return [TrainSample(i.path, i.labels, find_correction(i.path)) for i in items]
 
 
 # ------------------------------------------------------------------------------------------ commands

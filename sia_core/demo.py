@@ -29,13 +29,13 @@ def run_demo(
     """Run the demo into ``out``; returns the paths of what it wrote."""
     from tqdm import tqdm
 
-    from .cli import resolve_train_config, training_samples
     from .data.layout import find_split
     from .data.synthetic import make_synthetic_dataset
     from .evaluate import evaluate_items, format_table, summary
     from .io_utils import atomic_write_text
     from .predictor import SIAPredictor
     from .pseudo import write_pseudo_labels
+    from .run_config import resolve_train_config, training_samples
     from .train import train_iter
 
     out = Path(out)

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from sia_core.build import read_weights
-from sia_core.cli import resolve_train_config, training_samples
 from sia_core.data.images import write_palette_png
 from sia_core.data.sidecars import correction_path
 from sia_core.data.synthetic import make_synthetic_dataset
 from sia_core.data.train_dataset import BatchSchedule
 from sia_core.errors import SIAError
+from sia_core.run_config import resolve_train_config, training_samples
 from sia_core.train import train_iter
 
 
@@ -150,7 +150,7 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import hashlib, os, sys
     import torch
-    from sia_core.cli import resolve_train_config, training_samples
+    from sia_core.run_config import resolve_train_config, training_samples
     from sia_core.train import train_iter
     data, out, digests = sys.argv[1:4]
     cfg = resolve_train_config(data, preset="test", overrides=["train.iterations=3", "train.val_every=0",
