@@ -222,8 +222,7 @@ def pseudo_label_images(
 
 def training_samples(entries: Sequence[tuple[Path, np.ndarray]]) -> list[Any]:
     """``TrainSample``s with the corrected mask of each image when the user saved one (sia_masks/)."""
-    td = guarded_import("sia_core.data.train_dataset")
-    return [td.TrainSample(Path(p), np.asarray(v), td.find_correction(Path(p))) for p, v in entries]
+    return guarded_import("sia_core.data.train_dataset").samples_with_corrections(entries)
 
 
 def slide_output_path(slide: Path) -> Path:

@@ -74,8 +74,7 @@ def _backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, 
 def training_samples(data: str, cfg) -> list:
     """Training images of a dataset folder, with any corrected masks saved beside them."""
     from .data.layout import find_train_items
-    from .data.sidecars import find_correction
-    from .data.train_dataset import TrainSample
+    from .data.train_dataset import samples_with_corrections
 
     items = find_train_items(data, cfg.num_classes, cfg.data.classes)
-    return [TrainSample(i.path, i.labels, find_correction(i.path)) for i in items]
+    return samples_with_corrections((i.path, i.labels) for i in items)

@@ -8,21 +8,23 @@ Corrected masks saved by the user (``<image folder>/sia_masks/<stem>.png``) are 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import SIAConfig
+from .sidecars import find_correction
 from .views import IGNORE, TrainViews
 
 __all__ = [
     "TrainSample",
+    "samples_with_corrections",
     "WeakLabelDataset",
     "BatchSchedule",
     "sample_seed",
@@ -37,6 +39,12 @@ class TrainSample:
     path: Path
     labels: np.ndarray
     mask: Optional[Path] = None
+
+
+def samples_with_corrections(entries: Iterable[tuple[Union[str, Path], np.ndarray]]) -> list[TrainSample]:
+    """Training samples of (image, labels) pairs, each with the corrected mask the user saved beside it
+    (``sia_masks/<stem>.png``), if any. The CLI and the napari widget both build their samples here."""
+    return [TrainSample(Path(p), np.asarray(v), find_correction(p)) for p, v in entries]
 
 
 def sample_seed(seed: int, iteration: int, slot: int) -> int:
