@@ -16,6 +16,7 @@ Ablation variants (the paper's Table 2) are applied with :func:`apply_variant`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -458,6 +459,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise SIAError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads '1e-3' (no dot) as a string; a user typing --set train.lr=1e-3 means the number.
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SIAError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -54,6 +54,14 @@ def test_overrides_parse_yaml_values():
     assert apply_variant(cfg, "a").with_overrides(["variant=c"]).dam.enabled
 
 
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 reads 1e-3 as a string; in a float field it is the number the user meant.
+    cfg = get_preset("cpu").with_overrides(["train.lr=1e-3", "train.weight_decay=5E-4"])
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-4
+    with pytest.raises(SIAError, match="train.lr: expected a number"):
+        get_preset("cpu").with_overrides(["train.lr=fast"])
+
+
 def test_partial_file_completes_from_its_preset(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("preset: cpu\ntrain:\n  iterations: 12\n")
