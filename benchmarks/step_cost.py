@@ -10,33 +10,17 @@ The ratio column is each row's time over the plain step (or plain forward) measu
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from _bench import synthetic_batch, timed  # benchmarks/_bench.py: the script folder is on sys.path
 
 from sia_core.build import build_model
 from sia_core.config import apply_variant, get_preset
-from sia_core.objective import TrainBatch, sia_losses
+from sia_core.objective import sia_losses
 from sia_core.predictor import SIAPredictor
-
-
-def timed(fn: Callable[[], None], steps: int, warmup: int, sync: Callable[[], None]) -> float:
-    """Median seconds of ``fn`` over ``steps`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -92,15 +76,7 @@ def main() -> None:
         opt_s = torch.optim.Adam(
             [p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=5e-4
         )
-        batch = TrainBatch(
-            image=x,
-            labels=y,
-            global2=torch.randn_like(x),
-            local=torch.randn_like(x),
-            ignore=torch.zeros(b, s, s, dtype=torch.bool, device=dev),
-            mask=torch.full((b, s, s), 255, dtype=torch.long, device=dev),
-            has_mask=torch.zeros(b, dtype=torch.bool, device=dev),
-        )
+        batch = synthetic_batch(x, y)
 
         def step() -> None:
             opt_s.zero_grad(set_to_none=True)
