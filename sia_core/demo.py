@@ -86,8 +86,8 @@ def run_demo(
 def overview_figure(predictor, items, path: Union[str, Path]) -> Path:
     """One row per image: image | CAM | inhibition | activation | RSM | prediction | truth.
 
-    Heat maps show, per pixel, the map of the class the row's pseudo-label picked (jet, alpha 0.5 over the
-    image); label maps use the dataset palette.
+    Heat maps show, per pixel, the largest value over the image's present classes (absent classes are zero
+    in every map), jet with alpha 0.5 over the image; label maps use the dataset palette.
     """
     import matplotlib
 
