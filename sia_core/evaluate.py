@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .argmax import class_argmax
 from .data.images import read_mask, read_rgb
 from .data.layout import EvalItem
 from .errors import SIAError
@@ -32,10 +33,6 @@ def present_classes(mask: np.ndarray, num_classes: int) -> np.ndarray:
     labels[values[values < num_classes]] = 1
     return labels
 
-
-def _argmax_present(maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    masked = np.where(labels[:, None, None] > 0, maps, -np.inf)
-    return masked.argmax(0)
 
 
 def evaluate_items(
@@ -77,7 +74,7 @@ def evaluate_items(
             seen.add("decoder")
             for key, maps in (("cam", p.cam), ("inhibition", p.inhibition), ("rsm", p.rsm)):
                 if maps is not None:
-                    cms[key].update(gt, _argmax_present(maps, lab))
+                    cms[key].update(gt, class_argmax(maps, lab))
                     seen.add(key)
 
     batch: list[tuple[np.ndarray, np.ndarray]] = []

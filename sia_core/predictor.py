@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .argmax import channel_argmax, class_argmax
 from .cam import class_maps
 from .config import SIAConfig
 from .errors import SIAError
@@ -188,7 +189,7 @@ class SIAPredictor:
         probs = maps.seg
         if self.cfg.infer.gate:
             probs = probs * (scores > 0.5).float()[:, :, None, None]
-        label_map = probs.argmax(1)[:, :h, :w]
+        label_map = channel_argmax(probs)[:, :h, :w]
         mask_background = self.cfg.data.white_background if mask_background is None else mask_background
         if mask_background:
             from .data.background import white_background_mask
@@ -298,8 +299,8 @@ class SIAPredictor:
         rsm = maps.get("rsm")
         use_rsm = rsm is not None and self.cfg.rsm.enabled
         source = rsm if use_rsm else maps["cam"]
-        pseudo = np.where(present[:, None, None] > 0, source, -np.inf).argmax(0).astype(np.uint8)
-        label_map = maps["probabilities"].argmax(0).astype(np.uint8)
+        pseudo = class_argmax(source, present)
+        label_map = class_argmax(maps["probabilities"])
         mask_background = self.cfg.data.white_background if mask_background is None else mask_background
         if mask_background:
             from .data.background import white_background_mask

@@ -39,6 +39,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .argmax import class_argmax
 from .errors import SIAError
 from .slide_io import (
     DEFAULT_TRAINING_MPP,
@@ -299,7 +300,7 @@ class _Blender:
             covered = wsum > 0
             if covered.any():
                 # argmax of the weighted sum = argmax of the weighted mean: no division needed
-                labels = _argmax0(core[self.map_slices["probabilities"]])
+                labels = class_argmax(core[self.map_slices["probabilities"]])
                 labels[~covered] = self.fill
                 if self.with_bg:
                     labels[covered & (core[self.n_map] > 0.5 * wsum)] = self.bg_value
@@ -317,17 +318,6 @@ class _Blender:
         self.store.drop_piece(self.band, f"right_{step.row}_{step.col - 1}")
         self.store.drop_piece(self.band, f"bottom_{step.row - 1}_{step.col}")
 
-
-def _argmax0(maps: np.ndarray) -> np.ndarray:
-    """``maps.argmax(0)`` as uint8, first maximum wins; a running maximum over the few class planes is ~10x
-    faster than numpy's strided reduction over axis 0."""
-    best = maps[0].copy()
-    index = np.zeros(best.shape, np.uint8)
-    for c in range(1, maps.shape[0]):
-        better = maps[c] > best
-        index[better] = c
-        np.maximum(best, maps[c], out=best)
-    return index
 
 
 def _mean_downsample(maps: np.ndarray, ds: int) -> np.ndarray:

@@ -188,6 +188,16 @@ def test_erosion_shrinks_square_by_half_kernel(k):
     assert (int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())) == (10 + r, 29 - r, 10 + r, 29 - r)
 
 
+@pytest.mark.parametrize("k", [3, 7])
+def test_erosion_equals_max_pool_erosion_also_at_the_border(k):
+    torch.manual_seed(0)
+    m = (torch.rand(2, 3, 37, 41) > 0.15).float()
+    m[0, 0] = 1  # all ones: nothing erodes, not even at the border
+    expected = 1 - torch.nn.functional.max_pool2d(1 - m, k, stride=1, padding=k // 2)
+    assert torch.equal(erode(m, k), expected)
+    assert float(erode(m, k)[0, 0].min()) == 1
+
+
 def test_rsm_fusion_lifts_coherent_regions_and_zeroes_absent_classes():
     cam = torch.zeros(1, 2, 32, 32)
     cam[:, 0, 8:24, 8:24] = 0.4  # a coherent but weak region

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..argmax import channel_argmax
+
 __all__ = ["RSMOutput", "max_norm", "erode", "rsm_fuse", "masked_argmax"]
 
 
@@ -40,10 +42,13 @@ def max_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def erode(mask: torch.Tensor, k: int) -> torch.Tensor:
-    """Binary erosion of a float {0, 1} mask (B, C, H, W) with a k x k square (k odd), by max-pooling."""
+    """Binary erosion of a float {0, 1} mask (B, C, H, W) with a k x k square (k odd): a pixel stays 1 when its
+    whole window (clipped at the border) is 1. Same result as ``1 - max_pool(1 - mask)``; the window mean is
+    about twice as fast on the CPU (one zero pulls the mean to at most 1 - 1/k^2)."""
     if k <= 1:
         return mask
-    return 1 - F.max_pool2d(1 - mask, k, stride=1, padding=k // 2)
+    mean = F.avg_pool2d(mask, k, stride=1, padding=k // 2, count_include_pad=False)
+    return (mean > 1 - 0.5 / (k * k)).to(mask.dtype)
 
 
 def rsm_fuse(
@@ -87,4 +92,4 @@ def rsm_fuse(
 def masked_argmax(maps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Argmax over the present classes only (absent channels can never win, even on all-zero ties)."""
     neg = torch.finfo(maps.dtype).min
-    return maps.masked_fill(labels[:, :, None, None] < 0.5, neg).argmax(1)
+    return channel_argmax(maps.masked_fill(labels[:, :, None, None] < 0.5, neg))
