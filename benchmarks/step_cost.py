@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--variants", default="a,b,c,d,f")
     ap.add_argument("--no-multiscale", action="store_true", help="skip the multi-scale training-CAM rows")
+    ap.add_argument("--predictor-only", action="store_true", help="only the predictor rows (e.g. a ViT-B on a CPU)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -59,8 +60,6 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    t_plain = timed(plain_step, args.steps, args.warmup, sync)
-    rows = [("plain ViT classifier", t_plain)]
 
     def sia_cfg(variant: str, scales: tuple[float, ...] = (1.0,), flip: bool = False):
         cfg = apply_variant(get_preset("paper"), variant)
@@ -87,18 +86,20 @@ def main() -> None:
 
         return timed(step, args.steps, args.warmup, sync)
 
-    for v in args.variants.split(","):
-        rows.append((v, sia_step_time(sia_cfg(v))))
-    if not args.no_multiscale:
-        rows.append(("f, train CAM 1.0+flip", sia_step_time(sia_cfg("f", (1.0,), True))))
-        rows.append(("f, train CAM (1.0,0.75,1.5)+flip", sia_step_time(sia_cfg("f", (1.0, 0.75, 1.5), True))))
-
-    print(
-        f"\nTraining step, {args.backbone}, {s} px, batch {b}, {dev.type} ({torch.get_num_threads()} threads)"
-    )
-    print(f"{'row':<36} {'s/step':>8} {'ratio':>7}")
-    for name, t in rows:
-        print(f"{name:<36} {t:8.3f} {t / t_plain:6.2f}x")
+    if not args.predictor_only:
+        t_plain = timed(plain_step, args.steps, args.warmup, sync)
+        rows = [("plain ViT classifier", t_plain)]
+        for v in args.variants.split(","):
+            rows.append((v, sia_step_time(sia_cfg(v))))
+        if not args.no_multiscale:
+            rows.append(("f, train CAM 1.0+flip", sia_step_time(sia_cfg("f", (1.0,), True))))
+            rows.append(("f, train CAM (1.0,0.75,1.5)+flip", sia_step_time(sia_cfg("f", (1.0, 0.75, 1.5), True))))
+        print(
+            f"\nTraining step, {args.backbone}, {s} px, batch {b}, {dev.type} ({torch.get_num_threads()} threads)"
+        )
+        print(f"{'row':<36} {'s/step':>8} {'ratio':>7}")
+        for name, t in rows:
+            print(f"{name:<36} {t:8.3f} {t / t_plain:6.2f}x")
 
     # ---------------------------------------------------------------- predictor per tile
     plain.eval()
