@@ -1,9 +1,8 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``, so this folder is on
-``sys.path``): a median timer and the synthetic training batch both step benchmarks time."""
+``sys.path``): a timer and the synthetic training batch both step benchmarks time."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 
@@ -13,7 +12,11 @@ from sia_core.objective import TrainBatch
 
 
 def timed(fn: Callable[[], None], steps: int, warmup: int, sync: Callable[[], None]) -> float:
-    """Median seconds of ``fn`` over ``steps`` calls after ``warmup`` calls."""
+    """Fastest seconds of ``fn`` over ``steps`` calls after ``warmup`` calls.
+
+    The minimum, not the median: on a shared 2-core machine other processes only ever add time, and two
+    step benchmarks run minutes apart gave medians whose ratios differed by 25 %.
+    """
     for _ in range(warmup):
         fn()
     sync()
@@ -23,7 +26,7 @@ def timed(fn: Callable[[], None], steps: int, warmup: int, sync: Callable[[], No
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def synthetic_batch(x: torch.Tensor, y: torch.Tensor) -> TrainBatch:
