@@ -89,6 +89,9 @@ def main() -> None:
         return timed(step, args.steps, args.warmup, sync)
 
     if not args.predictor_only:
+        # Discarded: whichever DAM variant ran first was ~12 % slower than the same variant run later (fresh
+        # process memory being faulted in), which made the row order change the ratios.
+        sia_step_time(sia_cfg("f"))
         t_plain = timed(plain_step, args.steps, args.warmup, sync)
         rows = [("plain ViT classifier", t_plain)]
         for v in args.variants.split(","):
