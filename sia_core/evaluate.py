@@ -34,7 +34,6 @@ def present_classes(mask: np.ndarray, num_classes: int) -> np.ndarray:
     return labels
 
 
-
 def evaluate_items(
     predictor: SIAPredictor,
     items: Sequence[EvalItem],

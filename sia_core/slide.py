@@ -319,7 +319,6 @@ class _Blender:
         self.store.drop_piece(self.band, f"bottom_{step.row - 1}_{step.col}")
 
 
-
 def _mean_downsample(maps: np.ndarray, ds: int) -> np.ndarray:
     """(C, h, w) -> (C, ceil(h/ds), ceil(w/ds)) block means (edge rows repeated for partial blocks)."""
     if ds == 1:
