@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .errors import SIAError
-from .io_utils import atomic_write, atomic_write_text
+from .io_utils import atomic_write
 
 PathLike = Union[str, os.PathLike]
 Palette = Sequence[Sequence[int]]
@@ -938,11 +938,23 @@ def write_geojson(
     downsample: float = 1.0,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``labels_to_geojson(...)`` to ``path`` (QuPath: File > Import objects, or drag and drop)."""
+    """Write ``labels_to_geojson(...)`` to ``path`` (QuPath: File > Import objects, or drag and drop).
+
+    Streamed feature by feature (the bytes of ``json.dumps(collection)`` without building them as one string:
+    a slide's GeoJSON holds many thousand polygons).
+    """
     path = Path(path)
     _check_overwrite(path, overwrite)
     collection = labels_to_geojson(labels, classes, palette, ignore_values, offset, downsample)
-    return atomic_write_text(path, json.dumps(collection, separators=(",", ":")))
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            f.write('{"type":"FeatureCollection","features":[')
+            for i, feature in enumerate(collection["features"]):
+                f.write(("," if i else "") + json.dumps(feature, separators=(",", ":")))
+            f.write("]}")
+
+    return atomic_write(path, _write)
 
 
 def _features(geojson: Any) -> list[dict[str, Any]]:

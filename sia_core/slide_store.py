@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .errors import SIAError
+from .export import write_geojson
 from .io_utils import atomic_write, atomic_write_text
 
 __all__ = ["SlideStore", "geojson_path_for", "level_shapes", "open_slide_prediction", "resume_dir_for"]
@@ -279,7 +280,9 @@ class SlideStore:
             levels = _levels(root["labels"][LABEL_NAME])
             k = next((i for i, a in enumerate(levels) if max(a.shape) <= geojson_max_side), len(levels) - 1)
             labels = _merge_small_regions(np.asarray(levels[k][...]), geojson_min_area / 4**k)
-            _write_geojson(self.geojson, labels, classes, palette, ignore_values, downsample * 2**k)
+            # the store's own checks decided before the run whether this file may be replaced
+            write_geojson(self.geojson, labels, classes, palette, ignore_values=ignore_values,
+                          downsample=downsample * 2**k, overwrite=True)
         info = dict(root.attrs["sia_slide"])
         info["complete"] = True
         if self.geojson is not None:
@@ -311,28 +314,6 @@ def _merge_small_regions(labels: np.ndarray, min_area: float) -> np.ndarray:
     nearest = ndimage.distance_transform_edt(small, return_distances=False, return_indices=True)
     return labels[tuple(nearest)]
 
-
-def _write_geojson(
-    path: Path,
-    labels: np.ndarray,
-    classes: list[str],
-    palette: list[list[int]],
-    ignore_values: tuple[int, ...],
-    downsample: float,
-) -> None:
-    """``export.write_geojson``, streamed feature by feature: the same bytes without one huge string."""
-    from .export import labels_to_geojson
-
-    collection = labels_to_geojson(labels, classes, palette, ignore_values, downsample=downsample)
-
-    def _write(tmp: Path) -> None:
-        with open(tmp, "w") as f:
-            f.write('{"type":"FeatureCollection","features":[')
-            for i, feature in enumerate(collection["features"]):
-                f.write(("," if i else "") + json.dumps(feature, separators=(",", ":")))
-            f.write("]}")
-
-    atomic_write(path, _write)
 
 
 # --------------------------------------------------------------------------------------------------------
