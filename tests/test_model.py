@@ -92,8 +92,33 @@ def test_class_tokens_follow_registers_and_start_from_cls():
 
     enc = MCTViT(vit, num_classes=C, num_registers=4)
     assert enc.prefix_tokens.shape == (1, 4 + C, 32)
-    torch.testing.assert_close(enc.prefix_tokens[:, 4:], cls.expand(1, C, 32))  # class tokens = CLS copies
+    assert_cls_copies_with_distinct_offsets(enc.prefix_tokens[:, 4:], cls)
     assert not torch.allclose(enc.prefix_tokens[:, :4], cls.expand(1, 4, 32))  # registers re-drawn
+
+
+def assert_cls_copies_with_distinct_offsets(class_tokens: torch.Tensor, cls: torch.Tensor) -> None:
+    """Class tokens = the CLS token plus a small trunc-normal(0.02) offset of their own."""
+    offsets = class_tokens - cls
+    assert float(offsets.abs().max()) < 0.12  # timm cuts at +-2 absolute: in effect a normal(0, 0.02)
+    assert 0.01 < float(offsets.std()) < 0.03
+    for i in range(offsets.shape[1]):
+        for j in range(i):
+            assert not torch.allclose(offsets[:, i], offsets[:, j]), (i, j)
+
+
+@pytest.mark.parametrize("variant", ["a", "c"])
+def test_class_tokens_get_distinct_gradients_without_rfm(variant):
+    """Without L_cre / L_mct nothing else separates the class tokens: their gradients must already differ."""
+    cfg = tiny_cfg(variant)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    sia_losses(model, make_batch(), cfg, progress=0.6).loss.backward()
+    grad = model.encoder.prefix_tokens.grad[0, model.encoder.num_registers :]  # (C, D)
+    scale = float(grad.abs().max())
+    assert scale > 0
+    for i in range(C):
+        for j in range(i):
+            assert float((grad[i] - grad[j]).abs().max()) > 1e-3 * scale, (i, j)
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -330,7 +355,7 @@ def test_backbone_weights_from_local_file(tmp_path, fmt):
     cfg.model.backbone_weights = str(path)
     model = build_model(cfg)
     torch.testing.assert_close(model.encoder.vit.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
-    torch.testing.assert_close(model.encoder.prefix_tokens[:, 4:], state["cls_token"].expand(1, C, 32))
+    assert_cls_copies_with_distinct_offsets(model.encoder.prefix_tokens[:, 4:].detach(), state["cls_token"])
     torch.testing.assert_close(model.encoder.prefix_pos[:, :1], state["pos_embed"][:, :1])
 
 

@@ -125,7 +125,8 @@ class MCTViT(nn.Module):
 
     Token layout: ``[registers (R), class tokens (C), patches (N)]``. Each prefix token and its position
     embedding start as copies of the (pretrained) CLS token and CLS position embedding; registers are then
-    re-drawn from trunc-normal(0.02) (MoRe ``reload``).
+    re-drawn from trunc-normal(0.02) (MoRe ``reload``), and each class token gets its own trunc-normal(0.02)
+    offset so that the C tokens are distinct from the first step (MCTformer's draw for class tokens).
 
     Args:
         vit: a timm ``VisionTransformer`` with a class token and absolute position embeddings.
@@ -161,6 +162,14 @@ class MCTViT(nn.Module):
         self.base_grid = (int(grid[0]), int(grid[1]))
         with torch.no_grad():
             trunc_normal_(self.prefix_tokens[:, :num_registers], std=0.02)
+            # Identical class tokens at identical positions stay identical: attention treats them alike, so
+            # their gradients are equal and only a loss that tells them apart (L_cre, L_mct) could separate
+            # them; without the RFM (variants a, c) the C tokens would be one token forever. Each class token
+            # therefore gets its own trunc-normal(0.02) offset, the draw MCTformer gives its class tokens when
+            # it trains from scratch, on top of MoRe's copy of the (pretrained) CLS token.
+            offsets = torch.empty_like(self.prefix_tokens[:, num_registers:])
+            trunc_normal_(offsets, std=0.02)
+            self.prefix_tokens[:, num_registers:] += offsets
         # The prefix/position parameters now live here; drop timm's copies so they are not trained twice.
         vit.cls_token = None
         vit.pos_embed = None
