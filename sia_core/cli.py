@@ -92,12 +92,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             ):
                 post = {"loss": info.logs.get("loss", float("nan")), "img/s": round(info.images_per_s, 2)}
                 if info.val:
-                    post["val_mIoU"] = round(info.val["decoder"]["mIoU"], 3)
+                    free, given = info.val["label_free"], info.val["labels_given"]
+                    post["val_mIoU"] = round(free["decoder"]["mIoU"], 3)
                     bar.write(
-                        f"iteration {info.iteration}: val mIoU decoder {info.val['decoder']['mIoU']:.3f}"
-                        + "".join(
-                            f", {k} {info.val[k]['mIoU']:.3f}" for k in ("cam", "inhibition", "rsm") if k in info.val
-                        )
+                        f"iteration {info.iteration}: val mIoU, label-free: "
+                        + ", ".join(f"{k} {free[k]['mIoU']:.3f}" for k in free)
+                        + "; labels given: "
+                        + ", ".join(f"{k} {given[k]['mIoU']:.3f}" for k in given)
                     )
                 bar.to(info.iteration, **post)
                 last = info
@@ -133,8 +134,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             on_image=lambda d, t: bar.to(d),
         )
     print(
-        f"{args.split}: {len(items)} images of {args.data}, classes {pred.cfg.data.classes} "
-        f"(decoder without labels; cam/inhibition/rsm with the true image labels)"
+        f"{args.split}: {len(items)} images of {args.data}, classes {pred.cfg.data.classes}. Label-free: no labels "
+        f"given (CAM, I, RSM over the classes the classifier predicts); labels given: the true classes of each "
+        f"image (from its mask). The last line's mIoU is the label-free decoder."
     )
     print(format_table(results, pred.cfg.data.classes))
     if args.json:

@@ -213,7 +213,11 @@ class InferConfig:
     tile_overlap: int = 32
     batch_size: int = 8
     gate: bool = False
-    """Multiply decoder probabilities by the classifier's predicted labels (WSSS-Tissue 'gate')."""
+    """With no image labels given, restrict the decoder to the classes the classifier predicts (WSSS-Tissue's
+    'gate'); with labels given, the decoder is always restricted to them."""
+    label_threshold: float = 0.5
+    """A class is predicted present when its classifier probability exceeds this (label-free maps: the CAM,
+    I and RSM of an image without given labels keep only these classes; the gate above)."""
 
 
 @dataclass

@@ -123,7 +123,8 @@ class ConfusionMatrix:
         """All metrics as plain Python floats/lists (NaN where a ratio is 0/0).
 
         Returns:
-            ``mIoU, mDice, mPrecision, mRecall`` (NaN-ignoring means over classes), ``FwIoU``,
+            ``mIoU, mDice, mPrecision, mRecall`` (NaN-ignoring means over classes; a class in the ground
+            truth that is never predicted has precision 0, not NaN), ``FwIoU``,
             ``pixel_accuracy``, per-class lists ``IoU, Dice, Precision, Recall``, ``matrix`` (C x C list
             of lists), ``unassigned`` and ``num_pixels``.
         """
@@ -135,7 +136,10 @@ class ConfusionMatrix:
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = tp / (row + col - tp)
             dice = 2 * tp / (row + col)
-            precision = tp / col
+            # A class that is in the ground truth but never predicted has no precision ratio (0/0); skipping it
+            # would let a model that never predicts a hard class score a higher mPrecision. It scored 0 of
+            # its pixels, so it counts as 0. Only a class absent from both stays NaN.
+            precision = np.where(col > 0, tp / col, np.where(row > 0, 0.0, np.nan))
             recall = tp / row
             freq = row / total if total else np.zeros_like(row)
         present = freq > 0

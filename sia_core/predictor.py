@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from .argmax import channel_argmax, class_argmax
-from .cam import class_maps
+from .cam import ClassMaps, class_maps
 from .config import SIAConfig
 from .errors import SIAError
 from .models.rsm import masked_argmax, rsm_fuse
 from .models.sia import SIAModel
 
-__all__ = ["Prediction", "SIAPredictor", "resolve_device"]
+__all__ = ["Prediction", "NetworkMaps", "SIAPredictor", "resolve_device"]
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Prediction:
     scores: np.ndarray
     """Classifier probabilities (C,) (sigmoid of the image logits)."""
     labels: np.ndarray
-    """The image-level labels used for the maps (C,) 0/1: given, or predicted (scores > 0.5)."""
+    """The image-level labels used for the maps (C,) 0/1: given, or predicted (scores > infer.label_threshold)."""
     cam: np.ndarray
     inhibition: Optional[np.ndarray]
     activation: Optional[np.ndarray]
@@ -47,14 +47,28 @@ class Prediction:
     pseudo_label: np.ndarray
     """Argmax over the present classes of the RSM result (of the CAM when RSM is off or unavailable)."""
     label_map: np.ndarray
-    """The decoder's argmax: the segmentation without any image-level label (the headline output)."""
+    """The decoder's segmentation (the headline output): its argmax over all classes, or, with image labels
+    given, over those classes; label-free with ``infer.gate``, over the classes the classifier predicts."""
     probabilities: np.ndarray
-    """Decoder probabilities (C, H, W)."""
+    """Decoder probabilities (C, H, W), zero for the classes ``label_map`` leaves out."""
 
     def maps(self) -> dict[str, np.ndarray]:
         """The float maps that exist, by name."""
         names = ("cam", "inhibition", "activation", "rsm", "probabilities")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+@dataclass
+class NetworkMaps:
+    """One forward pass of a batch, before image labels are applied (:meth:`SIAPredictor.forward_batch`)."""
+
+    images: np.ndarray
+    """The RGB tiles (B, H, W, 3) uint8."""
+    size: tuple[int, int]
+    """(H, W) before padding to the patch size."""
+    maps: ClassMaps
+    scores: torch.Tensor
+    """Classifier probabilities (B, C)."""
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
@@ -140,42 +154,45 @@ class SIAPredictor:
 
     # ------------------------------------------------------------------------------------------ predict
     @torch.no_grad()
-    def predict_batch(
+    def forward_batch(
         self,
         images: np.ndarray,
-        labels: Optional[Sequence] = None,
         scales: Optional[Sequence[float]] = None,
         flip: Optional[bool] = None,
-        mask_background: Optional[bool] = None,
-    ) -> list[Prediction]:
-        """Predict a batch of same-sized tiles (B, H, W, 3) uint8.
-
-        Args:
-            images: the tiles.
-            labels: image-level labels, (C,) for all tiles or (B, C); None = use the classifier's prediction.
-            scales: inference scales (default ``cfg.infer.scales``).
-            flip: add horizontal flips (default ``cfg.infer.flip``).
-            mask_background: give white glass the ignore index in the label maps (default
-                ``cfg.data.white_background``).
-        """
+    ) -> NetworkMaps:
+        """Run the network on a batch of same-sized tiles (B, H, W, 3) uint8: every map, before any image label
+        is applied. :meth:`finish` turns them into predictions, for given or predicted labels; evaluation
+        finishes one forward pass both ways."""
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
         images = np.stack([self._check_image(im) for im in images])
-        b, h, w = images.shape[:3]
-        given = self._check_labels(labels, b)
         scales = tuple(scales) if scales is not None else tuple(self.cfg.infer.scales)
         flip = self.cfg.infer.flip if flip is None else flip
-        x, (h, w) = self._to_tensor(images)
+        x, size = self._to_tensor(images)
         with self._autocast():
             maps = class_maps(self.model, x, scales, flip, want_seg=True)
-        scores = torch.sigmoid(maps.logits)
-        if given is None:
-            present = (scores > 0.5).float()
-            # Every tile holds some tissue: fall back to the most likely class.
-            present[present.sum(1) == 0, scores[present.sum(1) == 0].argmax(1)] = 1.0
-        else:
-            present = torch.from_numpy(given).to(self.device)
+        return NetworkMaps(images=images, size=size, maps=maps, scores=torch.sigmoid(maps.logits))
+
+    def predicted_labels(self, scores: torch.Tensor) -> torch.Tensor:
+        """Image-level labels (B, C) from classifier probabilities: above ``infer.label_threshold``, else the
+        most likely class (every tile holds some tissue)."""
+        present = (scores > self.cfg.infer.label_threshold).float()
+        none = present.sum(1) == 0
+        present[none, scores[none].argmax(1)] = 1.0
+        return present
+
+    @torch.no_grad()
+    def finish(
+        self, net: NetworkMaps, labels: Optional[Sequence] = None, mask_background: Optional[bool] = None
+    ) -> list[Prediction]:
+        """Predictions from the network's maps: with the given image labels (C,) or (B, C), or label-free
+        (``labels=None``: the classes the classifier predicts)."""
+        b = len(net.images)
+        h, w = net.size
+        maps, scores = net.maps, net.scores
+        given = self._check_labels(labels, b)
+        present = self.predicted_labels(scores) if given is None else torch.from_numpy(given).to(self.device)
         crop = (slice(None), slice(None), slice(0, h), slice(0, w))
         cam = maps.cam * present[:, :, None, None]
         rsm = None
@@ -187,8 +204,8 @@ class SIAPredictor:
         use_rsm = rsm is not None and self.cfg.rsm.enabled
         pseudo = masked_argmax(rsm.result if use_rsm else cam, present)[:, :h, :w]
         probs = maps.seg
-        if self.cfg.infer.gate:
-            probs = probs * (scores > 0.5).float()[:, :, None, None]
+        if given is not None or self.cfg.infer.gate:
+            probs = probs * present[:, :, None, None]
         label_map = channel_argmax(probs)[:, :h, :w]
         mask_background = self.cfg.data.white_background if mask_background is None else mask_background
         if mask_background:
@@ -197,7 +214,7 @@ class SIAPredictor:
             bg = np.stack(
                 [
                     white_background_mask(im, self.cfg.data.white_threshold, self.cfg.data.white_min_size)
-                    for im in images
+                    for im in net.images
                 ]
             )
             bg_t = torch.from_numpy(bg).to(self.device)
@@ -224,6 +241,26 @@ class SIAPredictor:
             )
             for i in range(b)
         ]
+
+    def predict_batch(
+        self,
+        images: np.ndarray,
+        labels: Optional[Sequence] = None,
+        scales: Optional[Sequence[float]] = None,
+        flip: Optional[bool] = None,
+        mask_background: Optional[bool] = None,
+    ) -> list[Prediction]:
+        """Predict a batch of same-sized tiles (B, H, W, 3) uint8.
+
+        Args:
+            images: the tiles.
+            labels: image-level labels, (C,) for all tiles or (B, C); None = use the classifier's prediction.
+            scales: inference scales (default ``cfg.infer.scales``).
+            flip: add horizontal flips (default ``cfg.infer.flip``).
+            mask_background: give white glass the ignore index in the label maps (default
+                ``cfg.data.white_background``).
+        """
+        return self.finish(self.forward_batch(images, scales, flip), labels, mask_background)
 
     def predict(
         self,

@@ -323,7 +323,7 @@ def train_iter(
                 info.val = _validate(model, cfg, val_items, device, di)
                 model.train()
                 if di.is_main:
-                    score = info.val["decoder"]["mIoU"]
+                    score = info.val["label_free"]["decoder"]["mIoU"]
                     _append_log(files.log, {"iteration": it, "split": "val", **_val_summary(info.val)})
                     if score > best_score:
                         best_score = score

@@ -66,13 +66,17 @@ def test_evaluate_prints_table_and_json_last(run, data, capsys, tmp_path):
     assert main(["evaluate", str(run), "--data", str(data), "--split", "val", "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(out[-1])
-    for key in ("mIoU", "mDice", "mPrecision", "mRecall"):
-        assert 0 <= summary[key] <= 1
-        for output in ("cam", "inhibition", "rsm"):
-            assert 0 <= summary[output][key] <= 1
-    assert any(line.startswith("decoder") for line in out)
+    assert summary["protocol"] == "label-free decoder"
     full = json.loads((tmp_path / "m.json").read_text())
-    assert full["num_images"] == 3 and len(full["decoder"]["matrix"]) == 3
+    for key in ("mIoU", "mDice", "mPrecision", "mRecall"):
+        assert summary[key] == full["label_free"]["decoder"][key]
+        for proto in ("label_free", "labels_given"):
+            for output in ("decoder", "cam", "inhibition", "rsm"):
+                assert 0 <= summary[proto][output][key] <= 1
+    text = "\n".join(out)
+    assert text.index("label-free (no labels given)") < text.index("labels given (true classes)")
+    assert sum(line.startswith("decoder") for line in out) == 2
+    assert full["num_images"] == 3 and len(full["label_free"]["decoder"]["matrix"]) == 3
 
 
 def test_predict_writes_maps_and_label_maps(run, data, tmp_path, capsys):

@@ -85,6 +85,16 @@ def test_class_predicted_but_absent_scores_zero() -> None:
     assert r["Precision"][1] == 0.0 and math.isnan(r["Recall"][1])
 
 
+def test_class_present_but_never_predicted_has_precision_zero() -> None:
+    # 3 classes, class 2 never predicted: IoU (1, 0.5, 0) -> 0.5; precision (1, 0.5, 0) -> 0.5, not 0.75
+    r = ConfusionMatrix.from_matrix([[4, 0, 0], [0, 4, 0], [0, 4, 0]]).compute()
+    np.testing.assert_allclose(r["IoU"], [1.0, 0.5, 0.0])
+    assert r["Precision"] == [1.0, 0.5, 0.0]
+    assert r["mIoU"] == pytest.approx(0.5)
+    assert r["mPrecision"] == pytest.approx(0.5)
+    assert r["Recall"] == [1.0, 1.0, 0.0]
+
+
 def test_prediction_outside_classes_is_a_miss() -> None:
     gt = np.array([0, 0, 1, 1])
     pred = np.array([0, 3, 1, 1])  # e.g. a pseudo-label that left a tissue pixel as ignore
