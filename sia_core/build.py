@@ -59,6 +59,7 @@ def build_model(cfg: SIAConfig, backbone_weights: Optional[str] = None) -> SIAMo
         dam_momentum=cfg.dam.momentum,
         pooling=m.pooling,
         pool_topk=m.pool_topk,
+        decoder_detach=m.decoder_detach,
     )
 
 

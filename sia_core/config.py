@@ -67,6 +67,8 @@ class ModelConfig:
     pool_topk: float = 0.25
     decoder_channels: int = 512
     decoder_dilation: int = 5
+    decoder_detach: bool = False
+    """The decoder reads detached patch tokens: L_seg trains the decoder only, not the encoder."""
 
 
 @dataclass
@@ -170,6 +172,17 @@ class TrainConfig:
     balance: float = 0.0
     """Draw images with probability 1 / count(label combination)^balance (0 = plain epochs, 1 = every
     combination equally often)."""
+    mosaic: float = 0.0
+    """Fraction of every batch made of synthetic mosaics of single-label images with exact masks
+    (``sia_core.data.mosaic``); their pixels supervise the decoder like corrected masks. 0 = off."""
+    seg_balance: float = 0.0
+    """Class-balanced L_seg: each target pixel weighs (pixels in the batch / (C x pixels of its class))^power."""
+    seg_confidence: float = 0.0
+    """L_seg ignores pseudo-label pixels whose winning fused score (CAM or RSM, in [0, 1]) is below this, in
+    images with more than one class (0 = every pixel)."""
+    seg_on_glass: bool = False
+    """Train L_seg on white glass too (its pseudo-label or mosaic class instead of ignoring it): the white
+    space of normal lung is part of what normal looks like, and it is never scored."""
     num_workers: int = 2
     val_every: int = 1000
     ckpt_every: int = 500

@@ -34,7 +34,7 @@ from .models.rfm import (
 from .models.rsm import masked_argmax, rsm_fuse
 from .models.sia import SIAModel
 
-__all__ = ["TrainBatch", "StepOutput", "pseudo_labels", "sia_losses", "IGNORE"]
+__all__ = ["TrainBatch", "StepOutput", "pseudo_labels", "pseudo_scores", "seg_loss", "sia_losses", "IGNORE"]
 
 IGNORE = 255
 """Target value that L_seg never trains on."""
@@ -72,6 +72,11 @@ class StepOutput:
 
 def pseudo_labels(maps: ClassMaps, labels: torch.Tensor, cfg: SIAConfig, use_rsm: bool) -> torch.Tensor:
     """Pseudo-label map (B, H, W) over the present classes, from the RSM result or from the CAM alone."""
+    return masked_argmax(pseudo_scores(maps, labels, cfg, use_rsm), labels)
+
+
+def pseudo_scores(maps: ClassMaps, labels: torch.Tensor, cfg: SIAConfig, use_rsm: bool) -> torch.Tensor:
+    """The fused maps (B, C, H, W) the pseudo-labels are the argmax of (absent classes zero)."""
     if use_rsm and maps.inhibition_grid is not None:
         fused = rsm_fuse(
             maps.cam,
@@ -84,7 +89,25 @@ def pseudo_labels(maps: ClassMaps, labels: torch.Tensor, cfg: SIAConfig, use_rsm
         ).result
     else:
         fused = maps.cam * labels[:, :, None, None]
-    return masked_argmax(fused, labels)
+    return fused
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int, balance: float) -> torch.Tensor:
+    """Cross-entropy over the non-ignored pixels, optionally class-balanced within the batch.
+
+    With ``balance`` p > 0 each pixel of class c weighs (n / (C' n_c))^p, n the counted pixels, n_c those of
+    class c, C' the classes present: a class a tenth as frequent weighs 10^p times as much per pixel. Sum /
+    weight instead of mean: no NaN (and no device sync to check) when every pixel is ignored.
+    """
+    valid = target != IGNORE
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+    if balance <= 0:
+        return per_pixel.sum() / valid.sum().clamp(min=1)
+    counts = torch.bincount(target[valid], minlength=num_classes).float()
+    present = (counts > 0).sum().clamp(min=1)
+    weights = (counts.sum() / (present * counts.clamp(min=1))) ** balance
+    w = torch.where(valid, weights[target.clamp(max=num_classes - 1)], torch.zeros_like(per_pixel))
+    return (per_pixel * w).sum() / w.sum().clamp(min=1e-6)
 
 
 def sia_losses(model: SIAModel, batch: TrainBatch, cfg: SIAConfig, progress: float) -> StepOutput:
@@ -153,21 +176,25 @@ def sia_losses(model: SIAModel, batch: TrainBatch, cfg: SIAConfig, progress: flo
         logs["dam"] = l_dam.detach()
         logs["neg_crops"] = 1 - flags.mean()
 
+    t = cfg.train
     seg_logits = F.interpolate(fwd.seg.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
     target = torch.full((b, *x.shape[-2:]), IGNORE, dtype=torch.long, device=x.device)
-    if progress >= cfg.train.warmup_frac:
-        target = pseudo_labels(maps, y, cfg, use_rsm=cfg.rsm.enabled)
-        if batch.ignore is not None:
+    if progress >= t.warmup_frac:
+        scores = pseudo_scores(maps, y, cfg, use_rsm=cfg.rsm.enabled)
+        target = masked_argmax(scores, y)
+        if t.seg_confidence > 0:
+            # An uncertain pixel of a multi-class image is a guess; single-class images are certain throughout.
+            unsure = (scores.amax(1) < t.seg_confidence) & (y.sum(1) > 1)[:, None, None]
+            target = target.masked_fill(unsure, IGNORE)
+        if batch.ignore is not None and not t.seg_on_glass:
             target = target.masked_fill(batch.ignore, IGNORE)
     if batch.has_mask is not None:
-        # Corrected masks are real supervision: they replace the pseudo-label, even during warm-up.
+        # Corrected masks (and mosaics) are real supervision: they replace the pseudo-label, even in warm-up.
         target = torch.where(batch.has_mask[:, None, None], batch.mask, target)
-    supervised = progress >= cfg.train.warmup_frac or batch.has_mask is not None
+    supervised = progress >= t.warmup_frac or batch.has_mask is not None
     if supervised:
-        # Sum / count instead of mean: no NaN (and no device sync to check) when every pixel is ignored.
-        n_valid = (target != IGNORE).sum().clamp(min=1)
-        l_seg = F.cross_entropy(seg_logits, target, ignore_index=IGNORE, reduction="sum") / n_valid
-        total = total + cfg.train.seg_weight * l_seg
+        l_seg = seg_loss(seg_logits, target, cfg.num_classes, t.seg_balance)
+        total = total + t.seg_weight * l_seg
         logs["seg"] = l_seg.detach()
     logs["loss"] = total.detach()
     return StepOutput(loss=total, logs=logs)

@@ -246,8 +246,9 @@ def train_iter(
     dataset = WeakLabelDataset(samples, cfg, dam=cfg.dam.enabled)
     per_rank = max(1, t.batch_size // di.world)
     weights = balanced_weights([s.labels for s in samples], t.balance) if t.balance else None
+    mosaics = round(t.mosaic * per_rank * di.world) if dataset.mosaics.available else 0
     schedule = BatchSchedule(
-        len(samples), per_rank * di.world, t.iterations, t.seed, start, di.rank, di.world, weights=weights
+        len(samples), per_rank * di.world, t.iterations, t.seed, start, di.rank, di.world, weights, mosaics
     )
     loader = DataLoader(
         dataset,

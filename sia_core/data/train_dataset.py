@@ -23,6 +23,7 @@ from .sidecars import find_correction
 from .views import IGNORE, TrainViews
 
 __all__ = [
+    "MOSAIC",
     "TrainSample",
     "samples_with_corrections",
     "WeakLabelDataset",
@@ -30,6 +31,10 @@ __all__ = [
     "sample_seed",
     "balanced_weights",
 ]
+
+
+MOSAIC = -1
+"""Dataset index of a synthetic mosaic slot (its content is a function of the slot's seed)."""
 
 
 @dataclass
@@ -62,25 +67,28 @@ class WeakLabelDataset(Dataset):
     """
 
     def __init__(self, samples: list[TrainSample], cfg: SIAConfig, dam: bool) -> None:
+        from .images import read_rgb
+        from .mosaic import MosaicSource, single_label_pools
+
         self.samples = samples
         self.cfg = cfg
         self.views = TrainViews(cfg.data.img_size, cfg.train.augment, dam)
+        pools = single_label_pools([s.path for s in samples], [s.labels for s in samples], cfg.num_classes)
+        self.mosaics = MosaicSource(pools, cfg.data.img_size, read_rgb)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        from .background import white_background_mask
         from .images import read_mask, read_rgb
 
         index, seed = key
+        if index == MOSAIC:
+            return self._mosaic(seed)
         s = self.samples[index]
         d = self.cfg.data
         rgb = read_rgb(s.path)
-        if d.white_background:
-            ignore = white_background_mask(rgb, d.white_threshold, d.white_min_size)
-        else:
-            ignore = np.zeros(rgb.shape[:2], dtype=bool)
+        ignore = self._glass(rgb)
         mask = None
         if s.mask is not None:
             mask = read_mask(s.mask, d.num_classes, d.ignore_index, d.palette).astype(np.int64)
@@ -101,6 +109,29 @@ class WeakLabelDataset(Dataset):
         out["labels"] = torch.from_numpy(np.asarray(s.labels, dtype=np.float32))
         return out
 
+    def _glass(self, rgb: np.ndarray) -> np.ndarray:
+        from .background import white_background_mask
+
+        d = self.cfg.data
+        if d.white_background:
+            return white_background_mask(rgb, d.white_threshold, d.white_min_size)
+        return np.zeros(rgb.shape[:2], dtype=bool)
+
+    def _mosaic(self, seed: int) -> dict[str, torch.Tensor]:
+        """A synthetic mosaic of single-label images whose exact class map supervises the decoder."""
+        from .mosaic import mosaic_labels
+
+        rgb, mask = self.mosaics(seed)
+        ignore = self._glass(rgb)
+        labels = mosaic_labels(mask, ignore, self.cfg.num_classes)
+        if not self.cfg.train.seg_on_glass:
+            mask[ignore] = IGNORE
+        torch.manual_seed(seed)
+        out = self.views(rgb, ignore, mask)
+        out["has_mask"] = torch.tensor(True)
+        out["labels"] = torch.from_numpy(labels)
+        return out
+
 
 def balanced_weights(labels: list[np.ndarray], power: float = 1.0) -> np.ndarray:
     """Sampling weights that even out label combinations: an image weighs 1 / count(its label vector)^power.
@@ -117,7 +148,8 @@ def balanced_weights(labels: list[np.ndarray], power: float = 1.0) -> np.ndarray
 class BatchSchedule(Sampler):
     """Yields, for iterations ``start .. iterations-1``, this rank's share of each global batch as
     ``(index, seed)`` pairs. Epochs are seeded permutations of the dataset; with ``weights``, each batch is
-    drawn with replacement with those probabilities instead (seeded per iteration).
+    drawn with replacement with those probabilities instead (seeded per iteration). The last ``mosaics``
+    slots of every global batch are synthetic mosaics (index :data:`MOSAIC`).
 
     Args:
         n: dataset size.
@@ -128,6 +160,7 @@ class BatchSchedule(Sampler):
         rank: this process's rank.
         world: number of processes.
         weights: optional sampling probability per image (e.g. :func:`balanced_weights`).
+        mosaics: mosaic slots per global batch.
     """
 
     def __init__(
@@ -140,10 +173,12 @@ class BatchSchedule(Sampler):
         rank: int = 0,
         world: int = 1,
         weights: Optional[np.ndarray] = None,
+        mosaics: int = 0,
     ) -> None:
         self.n, self.batch_size, self.iterations = n, batch_size, iterations
         self.seed, self.start, self.rank, self.world = seed, start, rank, world
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        self.real = batch_size - min(mosaics, batch_size - 1)  # every batch keeps at least one real image
 
     @lru_cache(maxsize=4)  # noqa: B019 (a handful of epochs is live at a time; the sampler is short-lived)
     def _perm(self, epoch: int) -> np.ndarray:
@@ -151,15 +186,17 @@ class BatchSchedule(Sampler):
 
     def batch(self, iteration: int) -> list[tuple[int, int]]:
         if self.weights is not None:
-            drawn = np.random.default_rng([self.seed, iteration, 1]).choice(self.n, self.batch_size, p=self.weights)
-            return [
-                (int(drawn[s]), sample_seed(self.seed, iteration, s))
-                for s in range(self.rank, self.batch_size, self.world)
-            ]
+            drawn = np.random.default_rng([self.seed, iteration, 1]).choice(self.n, self.real, p=self.weights)
         out = []
         for slot in range(self.rank, self.batch_size, self.world):
-            pos = iteration * self.batch_size + slot
-            out.append((int(self._perm(pos // self.n)[pos % self.n]), sample_seed(self.seed, iteration, slot)))
+            if slot >= self.real:
+                index = MOSAIC
+            elif self.weights is not None:
+                index = int(drawn[slot])
+            else:
+                pos = iteration * self.real + slot
+                index = int(self._perm(pos // self.n)[pos % self.n])
+            out.append((index, sample_seed(self.seed, iteration, slot)))
         return out
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:

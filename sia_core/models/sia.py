@@ -61,6 +61,7 @@ class SIAModel(nn.Module):
         dam_momentum: EMA momentum of the teacher head.
         pooling: image-logit pooling of the classifiers ('gmp', 'gap', 'topk').
         pool_topk: token fraction for 'topk' pooling.
+        decoder_detach: the decoder reads detached tokens (L_seg does not reach the encoder).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class SIAModel(nn.Module):
         dam_momentum: float = 0.9,
         pooling: str = "gmp",
         pool_topk: float = 0.25,
+        decoder_detach: bool = False,
     ) -> None:
         super().__init__()
         dim = encoder.embed_dim
@@ -85,6 +87,7 @@ class SIAModel(nn.Module):
         self.classifier = CAMClassifier(dim, num_classes, pooling, pool_topk)
         self.classifier_aux = CAMClassifier(dim, num_classes, pooling, pool_topk)
         self.decoder = LargeFOV(dim, num_classes, decoder_channels, decoder_dilation)
+        self.decoder_detach = decoder_detach
         self.rfm = GraphClassTokens(dim, topk_ratio) if rfm else None
         self.dam = DAMHeads(dim, dam_dim, dam_head, dam_momentum) if dam else None
 
@@ -114,7 +117,7 @@ class SIAModel(nn.Module):
             logits_aux=self.classifier_aux(p2d_aux),
             cam=self.classifier.cam(p2d),
             cam_aux=self.classifier_aux.cam(p2d_aux),
-            seg=self.decoder(p2d) if decoder else p2d.new_zeros(0),
+            seg=self.decoder(p2d.detach() if self.decoder_detach else p2d) if decoder else p2d.new_zeros(0),
             q=q,
             inhibition=inhibition,
         )
