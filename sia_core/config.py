@@ -180,6 +180,8 @@ class TrainConfig:
     seg_confidence: float = 0.0
     """L_seg ignores pseudo-label pixels whose winning fused score (CAM or RSM, in [0, 1]) is below this, in
     images with more than one class (0 = every pixel)."""
+    refine_pseudo: bool = False
+    """Pixel-adaptive refinement of the training pseudo-labels' fused maps along colour edges (ToCo/MoRe PAR)."""
     seg_on_glass: bool = False
     """Train L_seg on white glass too (its pseudo-label or mosaic class instead of ignoring it): the white
     space of normal lung is part of what normal looks like, and it is never scored."""
@@ -228,6 +230,9 @@ class InferConfig:
     gate: bool = False
     """With no image labels given, restrict the decoder to the classes the classifier predicts (WSSS-Tissue's
     'gate'); with labels given, the decoder is always restricted to them."""
+    refine: bool = False
+    """Pixel-adaptive refinement (``sia_core.models.par``) of the decoder probabilities and of the fused maps
+    the pseudo-labels come from, along the image's colour edges, before the argmax."""
     label_threshold: float = 0.5
     """A class is predicted present when its classifier probability exceeds this (label-free maps: the CAM,
     I and RSM of an image without given labels keep only these classes; the gate above)."""

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .cam import ClassMaps, class_maps
 from .config import SIAConfig
 from .models.dam import ctc_loss, roi_map, sample_local_crops
+from .models.par import pixel_adaptive_refine
 from .models.rfm import (
     cre_loss,
     mct_loss,
@@ -181,6 +182,8 @@ def sia_losses(model: SIAModel, batch: TrainBatch, cfg: SIAConfig, progress: flo
     target = torch.full((b, *x.shape[-2:]), IGNORE, dtype=torch.long, device=x.device)
     if progress >= t.warmup_frac:
         scores = pseudo_scores(maps, y, cfg, use_rsm=cfg.rsm.enabled)
+        if t.refine_pseudo:
+            scores = pixel_adaptive_refine(x, scores)
         target = masked_argmax(scores, y)
         if t.seg_confidence > 0:
             # An uncertain pixel of a multi-class image is a guess; single-class images are certain throughout.

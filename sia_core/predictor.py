@@ -23,6 +23,7 @@ from .argmax import channel_argmax, class_argmax
 from .cam import ClassMaps, class_maps
 from .config import SIAConfig
 from .errors import SIAError
+from .models.par import pixel_adaptive_refine
 from .models.rsm import masked_argmax, rsm_fuse
 from .models.sia import SIAModel
 
@@ -202,10 +203,17 @@ class SIAPredictor:
                 maps.cam, maps.inhibition_grid, present, r.pool, r.obj_threshold, r.erosion, maps.cam_grid
             )
         use_rsm = rsm is not None and self.cfg.rsm.enabled
-        pseudo = masked_argmax(rsm.result if use_rsm else cam, present)[:, :h, :w]
+        fused = rsm.result if use_rsm else cam
         probs = maps.seg
         if given is not None or self.cfg.infer.gate:
             probs = probs * present[:, :, None, None]
+        if self.cfg.infer.refine:
+            image = torch.from_numpy(net.images).to(self.device).permute(0, 3, 1, 2).float()
+            pad = (0, maps.seg.shape[-1] - w, 0, maps.seg.shape[-2] - h)
+            image = F.pad(image, pad, mode="replicate") if any(pad) else image
+            fused = pixel_adaptive_refine(image, fused)
+            probs = pixel_adaptive_refine(image, probs)
+        pseudo = masked_argmax(fused, present)[:, :h, :w]
         label_map = channel_argmax(probs)[:, :h, :w]
         mask_background = self.cfg.data.white_background if mask_background is None else mask_background
         if mask_background:

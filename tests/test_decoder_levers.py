@@ -178,3 +178,21 @@ def test_detached_decoder_leaves_the_encoder_to_the_other_losses():
     assert all(p.grad is None for p in model.encoder.parameters())
     assert all(p.grad is not None for p in model.decoder.parameters())
     assert not math.isnan(float(model.decoder.classifier.weight.grad.sum()))
+
+
+def test_par_moves_a_token_grid_boundary_onto_the_colour_edge():
+    from sia_core.models.par import pixel_adaptive_refine
+
+    image = torch.zeros(1, 3, 64, 64)
+    image[:, 0, :, :32] = 1.0  # red left half, blue right half: the true boundary is x = 32
+    image[:, 2, :, 32:] = 1.0
+    image += 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    c0 = torch.tensor([1.0, 1.0, 0.7, 0.0]).expand(4, 4)  # the coarse map puts the boundary inside column 2
+    coarse = torch.stack([c0, 1 - c0])[None]  # (1, 2, 4, 4)
+    truth = (torch.arange(64) >= 32).expand(64, 64)
+    before = F.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False).argmax(1)[0]
+    after_maps = pixel_adaptive_refine(image, coarse)
+    after = after_maps.argmax(1)[0]
+    assert float((before == truth).float().mean()) < 0.9
+    assert float((after == truth).float().mean()) > 0.97
+    torch.testing.assert_close(after_maps.sum(1), torch.ones(1, 64, 64))  # probabilities stay probabilities

@@ -1,0 +1,99 @@
+"""Shared by the quality benchmarks on WSSS4LUAD (ablation, levers, floors): the tune/report split of val,
+training a run that is reused when already done, scoring it on each part, and mean +- sd over seeds.
+
+The split: val's 76 patches come from 17 regions. Patches of one region look alike (same slide, same
+staining, overlapping crops), so the parts are split **by region**, never by patch: in sorted order, regions
+at even positions form the *tune* part (what every choice is made on), the others the *report* part (only
+ever reported). Each part holds one of the two regions with normal lung (test01 in tune, val08 in report),
+so normal's IoU on the report part is one region's: read it as such.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sia_core.data.layout import EvalItem, find_split
+from sia_core.evaluate import evaluate_items
+from sia_core.predictor import SIAPredictor
+from sia_core.run_config import resolve_train_config, training_samples
+from sia_core.run_files import RunFiles
+from sia_core.train import train_iter
+
+TUNE_REGIONS = ("test01", "test09", "test17", "test25", "test33", "val04", "val12", "val20", "val28")
+REPORT_REGIONS = ("test05", "test13", "test21", "test29", "val00", "val08", "val16", "val24")
+PARTS = ("tune", "report")
+
+
+def region(path: Path) -> str:
+    """The region a WSSS4LUAD patch was cut from: its name up to the first underscore."""
+    return Path(path).name.split("_")[0]
+
+
+def val_parts(data: str) -> dict[str, list[EvalItem]]:
+    """The val split of ``data`` cut into the tune and report parts (by region)."""
+    items = find_split(data, "val")
+    unknown = sorted({region(i.image) for i in items} - set(TUNE_REGIONS) - set(REPORT_REGIONS))
+    if unknown:
+        raise SystemExit(f"val regions {unknown} are in neither part: this split is made for WSSS4LUAD's val")
+    return {
+        "tune": [i for i in items if region(i.image) in TUNE_REGIONS],
+        "report": [i for i in items if region(i.image) in REPORT_REGIONS],
+    }
+
+
+def train_run(
+    run: Path, data: str, preset: str, variant: str, seed: int, overrides: Sequence[str] = (), log: str = ""
+) -> tuple[Path, float]:
+    """Train (or reuse, when a finished run of the identical config is there) and return (run, seconds).
+
+    An interrupted run is resumed. Validation during training is off: nothing is chosen on val here.
+    """
+    files = RunFiles(run)
+    sets = [f"train.seed={seed}", "train.val_every=0", *overrides]
+    cfg = resolve_train_config(data, preset=preset, overrides=sets, variant=variant)
+    if files.last.is_file():
+        from sia_core.build import read_weights
+
+        _, done_cfg, meta = read_weights(files.last)
+        if meta.get("iteration") == cfg.train.iterations and done_cfg.to_dict() == cfg.to_dict():
+            print(f"[{log}] already trained: {files.last}", flush=True)
+            timing = run / "train_seconds.txt"
+            return run, float(timing.read_text()) if timing.is_file() else float("nan")
+    resume = files.state.is_file() and files.config.is_file()
+    samples = training_samples(data, cfg)
+    t0 = time.time()
+    print(
+        f"[{log}] training {cfg.train.iterations} iterations ({'resuming' if resume else 'from scratch'})", flush=True
+    )
+    for info in train_iter(cfg, samples, run, resume=resume, force=not resume):
+        if info.iteration % 50 == 0 or info.iteration == info.total:
+            print(
+                f"[{log}] {info.iteration}/{info.total} loss {info.logs.get('loss', float('nan')):.3f} "
+                f"{info.images_per_s:.2f} img/s",
+                flush=True,
+            )
+    seconds = time.time() - t0
+    if not resume:  # a resumed run's time would count only its second part
+        (run / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    print(f"[{log}] trained in {seconds:.0f} s", flush=True)
+    return run, seconds
+
+
+def score_run(run: Path, parts: dict[str, list[EvalItem]], device: str = "auto", **infer: Any) -> dict[str, Any]:
+    """Evaluate a run on every part: ``{part: evaluate_items(...)}``; ``infer`` overrides ``cfg.infer``."""
+    pred = SIAPredictor.from_run(run, device=device)
+    for key, value in infer.items():
+        setattr(pred.cfg.infer, key, value)
+    return {name: evaluate_items(pred, items, batch_size=pred.cfg.infer.batch_size) for name, items in parts.items()}
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    """'0.512 +- 0.013' (sample sd over seeds), or the value alone for one seed."""
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"

@@ -1,0 +1,154 @@
+"""What raises the label-free decoder: each lever trained on the same budget (cpu preset, full model f, one
+seed) and scored on the *tune* part of WSSS4LUAD val only (the report part is never looked at here).
+
+    python benchmarks/levers.py --data ../shared/data/wsss4luad --out runs/levers [--levers a,b] [--jobs 2]
+
+Every lever is a list of ``--set`` overrides of the cpu preset; ``gate`` is an inference-time lever and is
+scored on every run (decoder restricted to the classes the classifier predicts). A finished run is reused.
+With ``--jobs 2`` two runs train side by side, one thread each (on 2 cores this finishes a list sooner
+than one two-thread run after another). Results: ``OUT/levers.json`` and ``OUT/levers.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from _wsss import score_run, train_run, val_parts
+
+from sia_core.io_utils import atomic_write_text
+
+LEVERS: dict[str, list[str]] = {
+    "baseline": [],
+    "mosaic 0.25": ["train.mosaic=0.25"],
+    "glass": ["train.seg_on_glass=true"],
+    "seg balance 0.5": ["train.seg_balance=0.5"],
+    "confidence 0.3": ["train.seg_confidence=0.3"],
+    "warm-up 0.3": ["train.warmup_frac=0.3"],
+    "detached decoder": ["model.decoder_detach=true"],
+}
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "_").replace("+", "plus").replace(".", "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/wsss4luad")
+    ap.add_argument("--out", default="runs/levers")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--variant", default="f")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--levers", default=",".join(LEVERS), help="comma-separated names (see LEVERS)")
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+        help="an extra lever, e.g. 'mosaic+glass=train.mosaic=0.25;train.seg_on_glass=true'",
+    )
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--only-train", metavar="NAME", help=argparse.SUPPRESS)  # a worker of --jobs
+    args = ap.parse_args()
+    levers = {n: LEVERS[n] for n in args.levers.split(",") if n}
+    for item in args.extra:
+        name, _, sets = item.partition("=")
+        levers[name] = [s for s in sets.split(";") if s]
+    out = Path(args.out)
+
+    if args.only_train:
+        train_run(
+            out / slug(args.only_train),
+            args.data,
+            args.preset,
+            args.variant,
+            args.seed,
+            levers[args.only_train],
+            log=args.only_train,
+        )
+        return
+    if args.jobs > 1:
+        # One thread per run; each worker trains one lever, at most --jobs at a time.
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        base = [
+            sys.executable,
+            __file__,
+            "--data",
+            args.data,
+            "--out",
+            args.out,
+            "--preset",
+            args.preset,
+            "--variant",
+            args.variant,
+            "--seed",
+            str(args.seed),
+            "--levers",
+            args.levers,
+            *[f"--extra={e}" for e in args.extra],
+        ]
+        running: list[subprocess.Popen] = []
+        for name in levers:
+            while len(running) >= args.jobs:
+                running[0].wait()
+                running = [p for p in running if p.poll() is None]
+            running.append(subprocess.Popen([*base, "--only-train", name], env=env))
+        for p in running:
+            p.wait()
+
+    parts = {"tune": val_parts(args.data)["tune"]}
+    results = {}
+    for name, sets in levers.items():
+        run, seconds = train_run(out / slug(name), args.data, args.preset, args.variant, args.seed, sets, log=name)
+        plain = score_run(run, parts, gate=False)["tune"]
+        gated = score_run(run, parts, gate=True)["tune"]
+        results[name] = {"sets": sets, "train_seconds": seconds, "plain": plain, "gated": gated}
+        free = plain["label_free"]
+        print(
+            f"[{name}] tune: label-free decoder {free['decoder']['mIoU']:.3f} (gated "
+            f"{gated['label_free']['decoder']['mIoU']:.3f}), labels-given pseudo-labels "
+            f"{plain['labels_given'][pseudo_key(plain)]['mIoU']:.3f}",
+            flush=True,
+        )
+
+    lines = [
+        f"Levers on the tune part of {args.data} val ({len(parts['tune'])} patches), preset {args.preset}, variant "
+        f"{args.variant}, seed {args.seed}; mIoU (per-class IoU tumor / stroma / normal)",
+        "",
+        "| lever | overrides | label-free decoder | gated by predicted labels | label-free RSM | labels-given "
+        "pseudo-labels | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        p, g = r["plain"], r["gated"]
+        cells = [
+            name,
+            " ".join(f"`{s}`" for s in r["sets"]) or "(cpu preset)",
+            cell(p["label_free"]["decoder"]),
+            cell(g["label_free"]["decoder"]),
+            cell(p["label_free"].get("rsm", p["label_free"]["cam"])),
+            cell(p["labels_given"][pseudo_key(p)]),
+            f"{r['train_seconds']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    atomic_write_text(out / "levers.md", table + "\n")
+    atomic_write_text(out / "levers.json", json.dumps({"args": vars(args), "results": results}, indent=1))
+
+
+def pseudo_key(result: dict) -> str:
+    return "rsm" if "rsm" in result["labels_given"] else "cam"
+
+
+def cell(m: dict) -> str:
+    return f"{m['mIoU']:.3f} ({' / '.join(f'{v:.2f}' for v in m['IoU'])})"
+
+
+if __name__ == "__main__":
+    main()
