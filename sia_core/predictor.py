@@ -25,6 +25,7 @@ from .config import SIAConfig
 from .errors import SIAError
 from .models.rsm import masked_argmax, rsm_fuse
 from .models.sia import SIAModel
+from .runtime import resolve_device
 
 __all__ = ["Prediction", "SIAPredictor", "resolve_device"]
 
@@ -55,16 +56,6 @@ class Prediction:
         """The float maps that exist, by name."""
         names = ("cam", "inhibition", "activation", "rsm", "probabilities")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-
-
-def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SIAError("CUDA was requested but no GPU is available", fix="use device 'auto' or 'cpu'")
-    return device
 
 
 class SIAPredictor:
