@@ -222,10 +222,11 @@ def test_palette_to_rgb() -> None:
 
 
 def test_write_palette_png_rejects_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(SIAError, match="2-D"):
         write_palette_png(tmp_path / "x.png", np.zeros((2, 2, 3)), PALETTE)
-    with pytest.raises(ValueError):
+    with pytest.raises(SIAError, match="0..255"):
         write_palette_png(tmp_path / "x.png", np.array([[0, 300]]), PALETTE)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------- listing

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SIAError
-from ..io_utils import atomic_write
+from ..formats.png import palette_lut, write_label_png
 from .sidecars import CORRECTIONS_DIR, PSEUDO_DIR
 
 __all__ = [
@@ -183,28 +183,22 @@ def full_palette(
 def palette_to_rgb(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     """Colour an index map: (H, W) ints -> (H, W, 3) uint8; indices outside the palette become white."""
     labels = np.asarray(labels)
-    lut = _lut(palette)
+    lut = palette_lut(palette)
     idx = np.where((labels >= 0) & (labels < 256), labels, 255).astype(np.intp)
     return lut[idx]
 
 
 def write_palette_png(path: PathLike, labels: np.ndarray, palette: Sequence[Sequence[int]]) -> Path:
-    """Write an index map as a palette-mode PNG (atomically).
+    """Write an index map as a palette-mode PNG, replacing an existing file: the one palette-PNG writer,
+    :func:`sia_core.formats.png.write_label_png`, with ``overwrite=True``.
 
-    ``np.array(Image.open(path))`` then returns the indices; viewers show the palette colours. Indices
-    beyond the palette are shown white.
+    ``np.array(Image.open(path))`` then returns the indices; viewers show the palette colours (indices beyond
+    the palette white).
 
     Raises:
-        ValueError: ``labels`` is not 2-D or holds values outside 0..255.
+        SIAError: ``labels`` is not 2-D or holds values outside 0..255.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"labels must be in 0..255 for a palette PNG, got {labels.min()}..{labels.max()}")
-    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
-    img.putpalette(_lut(palette).reshape(-1).tolist())  # an 'L' image becomes 'P' with this palette
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    return write_label_png(path, labels, palette, overwrite=True)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -303,13 +297,6 @@ def _rgb_tuple(colour: Sequence[int]) -> tuple[int, int, int]:
             f"palette colour {list(colour)} is not [r, g, b]", fix="write each colour as [r, g, b]"
         )
     return int(colour[0]), int(colour[1]), int(colour[2])
-
-
-def _lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
-    lut = np.full((256, 3), 255, dtype=np.uint8)
-    for i, colour in enumerate(list(palette)[:256]):
-        lut[i] = _rgb_tuple(colour)
-    return lut
 
 
 def _check_values(arr: np.ndarray, path: Path, num_classes: int, ignore_index: int) -> None:
