@@ -13,14 +13,22 @@ import pytest
 import tifffile
 import torch
 
+from napari_sia._slide_layers import slide_layer_data
 from sia_core.build import build_model, save_weights
 from sia_core.config import get_preset
 from sia_core.errors import SIAError
 from sia_core.predictor import SIAPredictor
-from sia_core.slide import open_slide_prediction, predict_slide, predict_slides, slide_layer_data
-from sia_core.slide_io import DEFAULT_TRAINING_MPP, choose_resolution, open_slide, open_slide_levels
-from sia_core.slide_store import resume_dir_for
-from sia_core.synthetic_slide import write_synthetic_slide
+from sia_core.slide import (
+    DEFAULT_TRAINING_MPP,
+    choose_resolution,
+    open_slide,
+    open_slide_levels,
+    open_slide_prediction,
+    predict_slide,
+    predict_slides,
+    write_synthetic_slide,
+)
+from sia_core.slide.store import resume_dir_for
 
 # small blocks and pyramids so a test-sized slide still has several blocks (with margins crossing their
 # borders) and several pyramid levels

@@ -308,7 +308,8 @@ def build_pyramid(path: PathLike, name: Optional[str] = None) -> None:
     root = zarr.open_group(str(path), mode="r+", zarr_format=2)
     if "sia_overview" not in root.attrs:
         _, meta = _label_meta(group)
-        root["0"][...] = np.moveaxis(palette_lut(meta["palette"])[np.asarray(levels[-1][...])], -1, 0)
+        lowest = np.minimum(np.asarray(levels[-1][...]), 255)  # uint16 classes past the palette: white
+        root["0"][...] = np.moveaxis(palette_lut(meta["palette"])[lowest], -1, 0)
     sia = dict(group.attrs.get("sia", {}))
     sia["complete"] = True
     group.attrs["sia"] = sia
