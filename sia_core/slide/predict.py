@@ -14,6 +14,7 @@ lower pyramid levels and the GeoJSON from what is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -220,6 +221,11 @@ def _predict_one(
                                  overview=lambda shape: slide_overview(slide, res, shape))  # fmt: skip
             except SIAError as err:
                 mode = err
+            except OSError as err:  # a full disk, a read-only file system: one line, nothing half-made left
+                with contextlib.suppress(OSError):
+                    store.discard()
+                mode = SIAError(f"cannot write {out}: {err.strerror or err}", fix="choose a writable --out with space")
+                fresh = False
         resumed = _broadcast(mode, world) == "resume"
         store.open()
         grid = Grid.make(res.shape, opts.tile, opts.overlap, opts.chunk)
