@@ -274,3 +274,16 @@ def test_white_background_uses_4_connectivity() -> None:
     idx = np.arange(20)
     rgb[idx, idx] = 255  # a diagonal line: 20 pixels touching only at corners
     assert not white_background_mask(rgb, min_size=2).any()
+
+
+def test_to_rgb_uint8_is_the_one_converter_for_files_and_layers() -> None:
+    from sia_core.data.images import to_rgb_uint8
+
+    gray16 = np.array([[0, 1000], [2000, 4000]], np.uint16)
+    assert to_rgb_uint8(gray16).shape == (2, 2, 3)
+    stretched = to_rgb_uint8([gray16, gray16[:1, :1]], "layer", contrast=(0, 4000))  # multiscale: level 0
+    assert stretched[..., 0].tolist() == [[0, 64], [128, 255]] and (stretched[..., 0] == stretched[..., 2]).all()
+    rgba = np.zeros((1, 1, 4), np.uint8)  # fully transparent: glass
+    assert to_rgb_uint8(rgba).tolist() == [[[255, 255, 255]]]
+    with pytest.raises(SIAError, match="layer"):
+        to_rgb_uint8(np.zeros((2, 2, 2, 2)), "layer")

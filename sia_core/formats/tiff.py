@@ -43,6 +43,19 @@ def _tiff_sia_metadata(tif: Any) -> dict[str, Any]:
     return {}
 
 
+def _read(path: Path, what: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The pixels of a TIFF and its ``sia`` metadata ({} for foreign files)."""
+    import tifffile
+
+    if not path.is_file():
+        raise SIAError(f"{what} {path} not found")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.asarray(), _tiff_sia_metadata(tif)
+    except Exception as err:  # TiffFileError, codec errors, short reads
+        raise SIAError(f"cannot read TIFF {path}: {str(err)[:200]}", fix="re-export the file") from err
+
+
 # --------------------------------------------------------------------------------------------------------
 # TIFF
 
@@ -93,14 +106,8 @@ def read_label_tiff(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     Returns:
         ``(labels, meta)`` where meta has ``classes`` and ``palette`` (None when the file has none).
     """
-    import tifffile
-
     path = Path(path)
-    if not path.is_file():
-        raise SIAError(f"label file {path} not found")
-    with tifffile.TiffFile(path) as tif:
-        arr = tif.asarray()
-        sia = _tiff_sia_metadata(tif)
+    arr, sia = _read(path, "label file")
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim != 2:
         raise SIAError(f"{path} is not a label map: expected one (H, W) channel, got shape {arr.shape}")
@@ -140,14 +147,8 @@ def read_float_tiff(path: PathLike) -> tuple[np.ndarray, list[str]]:
     Returns:
         ``(maps (C, H, W) float32, names)``; names default to ``channel_<i>`` for foreign files.
     """
-    import tifffile
-
     path = Path(path)
-    if not path.is_file():
-        raise SIAError(f"map file {path} not found")
-    with tifffile.TiffFile(path) as tif:
-        arr = tif.asarray()
-        sia = _tiff_sia_metadata(tif)
+    arr, sia = _read(path, "map file")
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
