@@ -56,7 +56,9 @@ def test_image_store_without_labels_is_left_to_other_readers(tmp_path: Path) -> 
     from ome_zarr.writer import write_image
 
     root = zarr.open_group(str(tmp_path / "image.zarr"), mode="w")
-    write_image(np.zeros((1, 32, 32), np.uint8), root, axes="cyx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ome-zarr's own deprecation of its default Scaler
+        write_image(np.zeros((1, 32, 32), np.uint8), root, axes="cyx")
     assert napari_get_reader(str(tmp_path / "image.zarr")) is None
     with pytest.raises(SIAError, match="holds no OME-Zarr labels"):
         read_mask(tmp_path / "image.zarr")
