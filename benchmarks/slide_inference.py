@@ -6,7 +6,7 @@ blending and writing over pure model time on the same tiles.
     python benchmarks/slide_inference.py --preset test --sizes 2048 4096  # tiny model, quick look
 
 Each size runs in its own process (a fresh interpreter: peak RSS is that process's ``ru_maxrss``) on a
-synthetic H&E OME-TIFF pyramid (:mod:`sia_core.synthetic_slide`, cached in ``--workdir``; about half of
+synthetic H&E OME-TIFF pyramid (:mod:`sia_core.slide.synthetic`, cached in ``--workdir``; about half of
 each slide is glass, which is skipped). The child loads the model, runs one warm-up batch, records its RSS
 ("base": interpreter + torch + model), runs ``predict_slide`` end to end (tissue mask, prefetching reader,
 model, blending writer, OME-Zarr pyramid, GeoJSON) and records the peak RSS. It then times
@@ -37,8 +37,8 @@ def _child(args: argparse.Namespace) -> None:
     from sia_core.build import build_model
     from sia_core.config import get_preset
     from sia_core.predictor import SIAPredictor
-    from sia_core.slide import _block_size, _Grid, _plan, predict_slide
-    from sia_core.slide_io import choose_resolution, open_slide, read_region, tissue_mask
+    from sia_core.slide import SlideOptions, choose_resolution, open_slide, predict_slide, read_region, tissue_mask
+    from sia_core.slide.plan import Grid, plan_steps
 
     torch.manual_seed(0)
     if args.run:
@@ -62,9 +62,9 @@ def _child(args: argparse.Namespace) -> None:
     slide = open_slide(args.slide)
     res = choose_resolution(slide)
     mask = tissue_mask(slide, res, tile, cfg.data.white_threshold)
-    overlap = cfg.infer.tile_overlap
-    grid = _Grid.make(res.shape, tile, overlap, _block_size(args.chunk, tile, overlap, 4))
-    steps, _ = _plan(grid, mask, 0.05, (0, grid.n_rows))
+    opts = SlideOptions(chunk=args.chunk).resolved(cfg)
+    grid = Grid.make(res.shape, tile, opts.overlap, opts.chunk)
+    steps, _ = plan_steps(grid, mask, opts.min_tissue, (0, grid.n_rows))
     coords = [c for s in steps for c in s.tiles]
     n = len(coords) if args.pure_tiles <= 0 else min(len(coords), args.pure_tiles)
     sample = [coords[int(i * len(coords) / n)] for i in range(n)]
@@ -122,7 +122,7 @@ def main() -> None:
         _child(args)
         return
 
-    from sia_core.synthetic_slide import write_synthetic_slide
+    from sia_core.slide import write_synthetic_slide
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -241,7 +241,7 @@ class SlideJobResult:
     result: Any
     """``sia_core.slide.SlideResult``."""
     layers: list[tuple[Any, dict, str]]
-    """``sia_core.slide.slide_layer_data``: the slide's multiscale image, then the label pyramid."""
+    """``napari_sia._slide_layers.slide_layer_data``: the slide's multiscale image, then the label pyramid."""
     classes: Optional[ClassSet]
     transparent: tuple[int, ...] = ()
     """Label values that are no class: pixels no tile covered, white glass."""
@@ -259,12 +259,13 @@ def predict_slide_job(
 ) -> SlideJobResult:
     """``sia_core.slide.predict_slide`` into an OME-Zarr (resumes an unfinished one), then its layer data."""
     slide_mod = guarded_import("sia_core.slide")
+    from ._slide_layers import slide_layer_data
+
     with cache.lock:
         predictor = cache.get(model, device)
-        result = slide_mod.predict_slide(
-            predictor, slide, out, progress=progress, should_stop=should_stop, overwrite=overwrite
-        )
+        options = slide_mod.SlideOptions(overwrite=overwrite)
+        result = slide_mod.predict_slide(predictor, slide, out, options, progress=progress, should_stop=should_stop)
         classes = model_classes(predictor)
     stored = slide_mod.open_slide_prediction(result.out)
     transparent = tuple(int(stored[k]) for k in ("fill", "background") if stored.get(k) is not None)
-    return SlideJobResult(result, slide_mod.slide_layer_data(result.out, slide), classes, transparent)
+    return SlideJobResult(result, slide_layer_data(result.out, slide), classes, transparent)

@@ -2,7 +2,9 @@
 
 The npe2 reader is registered for ``*.geojson`` and ``*.zarr`` only (formats napari's built-in reader does not
 open as labels); registering it for every PNG/TIFF would make napari ask which plugin to use for every image
-a user opens. The widget's "Open mask..." button reads all four formats through :func:`read_mask_layer`.
+a user opens. It claims only what it can read: OME-Zarr stores with a ``labels/`` label image (any store that
+follows the spec, not only SIA's) and GeoJSON FeatureCollections with polygons; napari offers anything else to
+other readers. The widget's "Open mask..." button reads all four formats through :func:`read_mask_layer`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
+from sia_core.formats import LABEL_SUFFIXES, label_format
 
 from ._classes import SIA_META, ClassSet, label_colormap
-from ._writer import GEOJSON_SUFFIXES
 
 __all__ = ["napari_get_reader", "read_mask_layer", "read_mask"]
 
@@ -23,13 +24,11 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def _classes_from(meta: dict[str, Any], fallback_n: int) -> ClassSet:
-    names = [n for n in (meta.get("classes") or []) if n is not None]
-    if not names:
-        names = [f"class_{i}" for i in range(fallback_n)]
-    palette = [c for c in (meta.get("palette") or []) if c is not None][: len(names)]
-    classes = ClassSet.custom(names, palette or None)
-    if meta.get("ignore_index") is not None:
-        classes.ignore_index = int(meta["ignore_index"])
+    names = [str(n) for n in (meta.get("classes") or []) if n is not None] or [f"class_{i}" for i in range(fallback_n)]
+    classes = ClassSet.custom(names, [c for c in (meta.get("palette") or []) if c is not None][: len(names)] or None)
+    ignore = meta.get("ignore_index", meta.get("fill"))
+    if ignore is not None:
+        classes.ignore_index = int(ignore)
     return classes
 
 
@@ -44,59 +43,29 @@ def read_mask(path: Union[str, os.PathLike], shape: Optional[tuple[int, int]] = 
     Raises:
         SIAError: unreadable or not a label file.
     """
-    from sia_core.export import geojson_to_labels, read_geojson, read_label_zarr, read_labels
+    from sia_core.formats import read_labels
+    from sia_core.formats.geojson import read_geojson_labels
+    from sia_core.formats.ome_zarr import read_label_zarr
 
     path = Path(path)
-    name = path.name.lower()
-    if name.endswith(GEOJSON_SUFFIXES):
-        data = read_geojson(path)
-        sia = data.get(SIA_META, {}) if isinstance(data, dict) else {}
-        features = data.get("features", []) if isinstance(data, dict) else list(data)
-        if sia.get("classes"):
-            classes = ClassSet.from_metadata(sia)
-        else:
-            names: list[str] = []
-            colours: list[Optional[list[int]]] = []
-            for feature in features:
-                cls = (feature.get("properties") or {}).get("classification")
-                cls_name = cls.get("name") if isinstance(cls, dict) else cls
-                if isinstance(cls_name, str) and cls_name not in names:
-                    names.append(cls_name)
-                    colour = cls.get("color") if isinstance(cls, dict) else None
-                    colours.append([int(v) for v in colour[:3]] if colour else None)
-            classes = ClassSet.custom(names, [c for c in colours if c is not None] or None)
-        size = shape or tuple(sia.get("shape") or ()) or _extent(features)
-        labels = geojson_to_labels(data, size, classes.names, fill=classes.ignore_index, unknown="ignore")
-        return labels, classes
-    if name.endswith(".zarr"):
+    kind = label_format(path)
+    if kind == "geojson":
+        labels, meta = read_geojson_labels(path, shape)
+        if meta["ignore_index"] is None:
+            meta["ignore_index"] = 255  # what geojson_to_labels fills unlabelled pixels with
+        return labels, _classes_from(meta, 0)
+    if kind == "zarr":
         levels, meta = read_label_zarr(path)
-        classes = _classes_from(meta, 0)
-        return (levels if len(levels) > 1 else levels[0]), classes
+        return (levels if len(levels) > 1 else levels[0]), _classes_from(meta, 0)
     labels, meta = read_labels(path)
-    top = int(labels.max()) + 1 if labels.size else 0
-    return labels, _classes_from(meta, top)
-
-
-def _extent(features: list[dict[str, Any]]) -> tuple[int, int]:
-    xs, ys = [0.0], [0.0]
-    for feature in features:
-        geometry = feature.get("geometry") or {}
-        polys = [geometry.get("coordinates", [])] if geometry.get("type") == "Polygon" else []
-        if geometry.get("type") == "MultiPolygon":
-            polys = geometry.get("coordinates", [])
-        for poly in polys:
-            for ring in poly:
-                arr = np.asarray(ring, dtype=float).reshape(-1, 2)
-                xs.append(float(arr[:, 0].max()))
-                ys.append(float(arr[:, 1].max()))
-    return int(np.ceil(max(ys))), int(np.ceil(max(xs)))
+    return labels, _classes_from(meta, int(labels.max()) + 1 if labels.size else 0)
 
 
 def read_mask_layer(path: Union[str, os.PathLike], shape: Optional[tuple[int, int]] = None) -> LayerData:
     """A label file as napari layer data: Labels with the class colours and ``metadata['sia']``."""
     data, classes = read_mask(path, shape)
     name = Path(path).name
-    for suffix in (".ome.zarr", ".zarr", ".geojson", ".json", ".tiff", ".tif", ".png"):
+    for suffix in (".ome.zarr", *(s for group in LABEL_SUFFIXES.values() for s in group)):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
@@ -111,27 +80,34 @@ def read_mask_layer(path: Union[str, os.PathLike], shape: Optional[tuple[int, in
     return data, attrs, "labels"
 
 
+def _claims(path: Path) -> bool:
+    """Whether SIA can read this store or file as labels (cheap checks, no pixels decoded)."""
+    name = path.name.lower().rstrip("/")
+    if name.endswith(LABEL_SUFFIXES["zarr"]) and path.is_dir():
+        from sia_core.formats.ome_zarr import find_label_group
+
+        find_label_group(path)
+        return True
+    if name.endswith(".geojson") and path.is_file():
+        from sia_core.formats.geojson import geojson_classes, read_geojson
+
+        data = read_geojson(path)
+        kinds = {(f.get("geometry") or {}).get("type") for f in data["features"] if isinstance(f.get("geometry"), dict)}
+        return bool(kinds & {"Polygon", "MultiPolygon"}) and bool(geojson_classes(data)[0])
+    return False
+
+
 def napari_get_reader(path: Union[str, list[str]]) -> Optional[Callable[[Any], list[LayerData]]]:
-    """npe2 reader: SIA's OME-Zarr label stores and GeoJSON; None for anything else (napari tries others)."""
+    """npe2 reader: OME-Zarr stores with labels and GeoJSON with classified polygons; None for anything else
+    (napari then tries other readers)."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
-    p = Path(path)
-    name = p.name.lower().rstrip("/")
-    if name.endswith(".zarr"):
-        if not p.is_dir():
-            return None
-        from sia_core.errors import SIAError
-        from sia_core.export import read_label_zarr
-
-        try:
-            read_label_zarr(p)
-        except SIAError:
-            return None  # an image store or another zarr: not ours
-    elif not (name.endswith(".geojson") and p.is_file()):
+    try:
+        return _read if _claims(Path(path)) else None
+    except Exception:  # noqa: BLE001 (anything unreadable is simply not ours to open)
         return None
-    return _read
 
 
 def _read(path: Union[str, list[str]]) -> list[LayerData]:

@@ -1416,7 +1416,7 @@ class SIAWidget(QWidget):
     @staticmethod
     def _slide_result_complete(out: Path) -> bool:
         try:
-            from sia_core.slide_store import open_slide_prediction
+            from sia_core.slide import open_slide_prediction
 
             return bool(open_slide_prediction(out)["complete"])
         except (SIAError, OSError, KeyError, ValueError):

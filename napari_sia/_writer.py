@@ -1,25 +1,26 @@
-"""npe2 writer for Labels layers: TIFF, palette PNG, OME-Zarr and QuPath GeoJSON via ``sia_core.export``.
+"""npe2 writer for Labels layers: TIFF, palette PNG, OME-Zarr and QuPath GeoJSON via ``sia_core.formats``.
 
 Class names and colours come from the layer's ``metadata['sia']`` (every Labels layer SIA makes carries
 them); any other Labels layer is written with napari's convention, 0 = background, classes ``class_1``...
-A GeoJSON file also records the image size and the class list under a top-level ``"sia"`` member (a GeoJSON
-"foreign member", which QuPath ignores), so SIA's reader rasterises it back to the identical layer.
+A GeoJSON file records the image size, the classes and the ignore index under a top-level ``"sia"`` member (a
+GeoJSON "foreign member", which QuPath ignores), so SIA's reader rasterises it back to the identical layer.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from sia_core.formats import LABEL_SUFFIXES
+
 from ._classes import SIA_META, ClassSet
 
 __all__ = ["write_labels", "write_mask", "classes_of_layer", "GEOJSON_SUFFIXES"]
 
-GEOJSON_SUFFIXES = (".geojson", ".json")
+GEOJSON_SUFFIXES = LABEL_SUFFIXES["geojson"]
 
 
 def classes_of_layer(data: np.ndarray, metadata: Optional[dict[str, Any]]) -> ClassSet:
@@ -35,9 +36,7 @@ def classes_of_layer(data: np.ndarray, metadata: Optional[dict[str, Any]]) -> Cl
     return classes
 
 
-def write_mask(
-    path: Union[str, os.PathLike], labels: np.ndarray, classes: ClassSet, overwrite: bool = False
-) -> Path:
+def write_mask(path: Union[str, os.PathLike], labels: np.ndarray, classes: ClassSet, overwrite: bool = False) -> Path:
     """Write a label map in the format named by the extension (.tif/.tiff, .png, .zarr/.ome.zarr, .geojson).
 
     Args:
@@ -47,20 +46,16 @@ def write_mask(
         overwrite: replace an existing file; otherwise an existing target is an SIAError.
     """
     from sia_core.errors import SIAError
-    from sia_core.export import labels_to_geojson, write_labels
-    from sia_core.io_utils import atomic_write_text
+    from sia_core.formats import write_labels
 
     path = Path(path)
     arr = np.asarray(labels)
     if arr.ndim != 2:
         raise SIAError(f"cannot save a {arr.ndim}-D Labels layer to {path}", fix="save a 2-D (H, W) mask")
     if path.suffix.lower() in GEOJSON_SUFFIXES:
-        if path.exists() and not overwrite:
-            raise SIAError(f"{path} already exists; refusing to overwrite it", fix="choose another file name")
-        ignore = {classes.ignore_index, 255} if arr.dtype == np.uint8 else {classes.ignore_index, 65535}
-        collection = labels_to_geojson(arr, classes.names, classes.palette, ignore_values=sorted(ignore))
-        collection["sia"] = {"shape": [int(arr.shape[0]), int(arr.shape[1])], **classes.metadata()}
-        return atomic_write_text(path, json.dumps(collection, separators=(",", ":")))
+        # the smallest ignored value is recorded as the ignore index, with the image size and the classes
+        ignore = sorted({classes.ignore_index, 255 if arr.dtype == np.uint8 else 65535})
+        return write_labels(path, arr, classes.names, classes.palette, overwrite=overwrite, ignore_values=ignore)
     palette = classes.full_palette() if path.suffix.lower() == ".png" else classes.palette
     return write_labels(path, arr, classes.names, palette, overwrite=overwrite)
 

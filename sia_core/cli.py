@@ -1,4 +1,4 @@
-"""The ``sia-core`` command line: train, evaluate, predict, pseudo-label, demo (and predict-slide).
+"""The ``sia-core`` command line: train, evaluate, predict, pseudo-label, demo, predict-slide.
 
 Every command is a thin caller of the library functions the napari widget uses too. A user error prints one
 line ``error: <what> (fix: <how>)`` on stderr and exits with status 2, never a traceback.
@@ -247,6 +247,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .classes import CLASS_PRESETS
+    from .config import PRESETS, VARIANTS
 
     ap = argparse.ArgumentParser(
         prog="sia-core",
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (config, weights, optimiser state, log)")
     p.add_argument(
         "--preset",
-        choices=["paper", "cpu", "test"],
+        choices=list(PRESETS),
         help="base settings (default: paper with a GPU, else cpu)",
     )
     p.add_argument("--config", help="YAML/JSON config file laid over the preset (the file a run saves works)")
@@ -275,10 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. train.iterations=500",
     )
-    p.add_argument("--variant", choices=["a", "b", "c", "d", "f"], help="ablation variant (Table 2); default f")
+    p.add_argument("--variant", choices=list(VARIANTS), help="ablation variant (Table 2); default f")
     p.add_argument(
         "--dataset-preset",
-        choices=["luad-histoseg", "bcss-wsss", "wsss4luad"],
+        choices=list(CLASS_PRESETS),
         help="class names/palette when the folder has no dataset.yaml",
     )
     p.add_argument("--init-from", help="start from a trained run directory or .safetensors (fine-tuning)")
@@ -345,13 +347,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a previous demo in --out")
     p.set_defaults(func=cmd_demo)
 
-    try:
-        from .slide import add_slide_parser
-    except ImportError:
-        pass
-    else:
-        add_slide_parser(sub)
+    add_predict_slide_parser(sub)
     return ap
+
+
+# ------------------------------------------------------------------------------------------ predict-slide
+
+
+def add_predict_slide_parser(sub: Any) -> None:
+    """``predict-slide``: its flags are :class:`sia_core.slide.SlideOptions`' fields, with their defaults."""
+    from .slide.options import add_option_arguments
+
+    p = sub.add_parser(
+        "predict-slide",
+        help="segment whole-slide images (TIFF/BigTIFF/OME-TIFF/SVS) into OME-Zarr + QuPath GeoJSON",
+        description="Tile-by-tile inference on a slide pyramid with overlap blending and glass skipping, in "
+        "bounded memory. Writes OUT.zarr (an OME-Zarr image of the slide's overview, labels/sia label pyramid, "
+        "maps/<name> class maps) and OUT.geojson. Running the same command on an unfinished OUT resumes it. "
+        "Under torchrun each rank takes its share of the slides (or of the tiles, for fewer slides than ranks).",
+    )
+    p.add_argument("run", help="run directory or .safetensors")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files")
+    p.add_argument("--out", required=True, help="OUT.zarr for one slide; a folder for several (one .ome.zarr each)")
+    add_option_arguments(p)
+    p.add_argument("--shard", choices=["auto", "slides", "tiles"], default="auto", help="torchrun split (auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
+    p.set_defaults(func=cmd_predict_slide)
+
+
+def cmd_predict_slide(args: argparse.Namespace) -> int:
+    """Handler of ``sia-core predict-slide``."""
+    from .predictor import SIAPredictor
+    from .runtime import dist_info
+    from .slide import predict_slides
+    from .slide.options import options_from_args
+
+    options = options_from_args(args)
+    info = dist_info()
+    device = args.device
+    if info.world > 1 and device == "auto":
+        import torch
+
+        device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
+    predictor = SIAPredictor.from_run(args.run, device=device)
+    bar = _Bar(0, "predict-slide", disable=not info.is_main)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        if bar.bar is not None and bar.bar.total != total:
+            bar.bar.reset(total=total)
+        bar.to(done)
+
+    try:
+        with bar:
+            results = predict_slides(predictor, args.slides, args.out, args.shard, options, progress=progress)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished blocks are kept in {args.out}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    for r in results:
+        where = f"{r.out}" + (f" + {r.geojson}" if r.geojson else "")
+        mpp = f"{r.mpp:.3g} µm/px" if r.mpp else "unknown µm/px"
+        print(
+            f"{r.slide.name}: {r.shape[1]}x{r.shape[0]} px at {mpp} ({r.note}); {r.tiles_done} tiles predicted"
+            f"{' (resumed)' if r.resumed else ''}, {r.tiles_skipped} glass tiles skipped, "
+            f"{r.tiles_per_s:.1f} tiles/s -> {where}"
+        )
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -26,6 +26,7 @@ from .errors import SIAError
 from .models.par import pixel_adaptive_refine
 from .models.rsm import masked_argmax, rsm_fuse
 from .models.sia import SIAModel
+from .runtime import resolve_device
 
 __all__ = ["Prediction", "NetworkMaps", "SIAPredictor", "resolve_device"]
 
@@ -70,16 +71,6 @@ class NetworkMaps:
     maps: ClassMaps
     scores: torch.Tensor
     """Classifier probabilities (B, C)."""
-
-
-def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SIAError("CUDA was requested but no GPU is available", fix="use device 'auto' or 'cpu'")
-    return device
 
 
 class SIAPredictor:

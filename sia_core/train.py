@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -39,8 +38,8 @@ from .data.train_dataset import BatchSchedule, TrainSample, WeakLabelDataset, ba
 from .errors import SIAError
 from .io_utils import atomic_write, atomic_write_text
 from .objective import TrainBatch, sia_losses
-from .predictor import resolve_device
 from .run_files import RunFiles
+from .runtime import DistInfo, dist_info, resolve_device
 
 __all__ = ["StepInfo", "RunFiles", "train_iter", "DistInfo", "dist_info"]
 
@@ -59,26 +58,6 @@ class StepInfo:
     """Validation metrics when this step validated."""
     checkpoint: Optional[Path] = None
     """The weights file written at this step, if any."""
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_info() -> DistInfo:
-    """Rank and world size from torchrun's environment (single process when absent)."""
-    return DistInfo(
-        rank=int(os.environ.get("RANK", 0)),
-        world=int(os.environ.get("WORLD_SIZE", 1)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-    )
 
 
 def _prepare_run_dir(files: RunFiles, cfg: SIAConfig, resume: bool, force: bool) -> None:

@@ -1,5 +1,10 @@
 """Shared test fixtures. Real data lives beside the project in ../shared/data and is never copied in.
 
+Tests that read it take the ``shared_data`` fixture: without ../shared/data (a user's fresh clone) they skip
+with the reason; with ``SIA_REQUIRE_SHARED_DATA=1`` (set by .ci/run) a missing folder fails them instead.
+``ngff_check`` opens an OME-Zarr store with the three outside readers (ome-zarr-models, ome-zarr-py's Reader,
+napari-ome-zarr) and returns what each found at its root.
+
 GUI tests (marker ``gui``; every test that uses ``make_napari_viewer``, ``qtbot`` or ``qapp`` gets it
 automatically) need an X display. When GUI tests are selected, ``DISPLAY`` is unset and ``Xvfb`` is on PATH,
 this file starts a private Xvfb server for the session, so plain ``python -m pytest`` works headless.
@@ -30,11 +35,55 @@ _xvfb_log: Path | None = None
 _qt_preflight: str | None = None  # None = not checked yet, "" = display ok, else why GUI tests must fail
 
 
+REQUIRE_SHARED_DATA = "SIA_REQUIRE_SHARED_DATA"
+
+
+def require_shared_data(path: Path = SHARED_DATA) -> Path:
+    """``path`` when it exists; else skip the calling test with the reason, or fail it when
+    ``SIA_REQUIRE_SHARED_DATA=1`` (CI: the real-data tests must run there)."""
+    if path.exists():
+        return path
+    reason = f"real H&E data not found at {path} (it sits beside the repository as ../shared/data)"
+    if os.environ.get(REQUIRE_SHARED_DATA, "").strip() not in ("", "0"):
+        pytest.fail(f"{reason}; {REQUIRE_SHARED_DATA} is set, so it is required", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Path of the real H&E data (../shared/data). Missing data is a failure, not a skip."""
-    assert SHARED_DATA.is_dir(), f"real data not found at {SHARED_DATA}; it must sit beside the project"
-    return SHARED_DATA
+    """Path of the real H&E data (../shared/data); see :func:`require_shared_data`."""
+    return require_shared_data()
+
+
+def _open_with_outside_readers(path: Path) -> dict:
+    """What ome-zarr-models, ome-zarr-py's Reader and napari-ome-zarr make of a store, opened at its root."""
+    import warnings
+
+    import ome_zarr_models
+    import zarr
+    from napari_ome_zarr._reader import napari_get_reader
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    model = ome_zarr_models.open_ome_zarr(zarr.open_group(str(path), mode="r"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nodes = list(Reader(parse_url(str(path)))())
+        reader = napari_get_reader(str(path))
+        layers = reader(str(path)) if reader is not None else []
+    return {
+        "model": model,
+        "labels": list(model.labels.attributes.labels) if getattr(model, "labels", None) else [],
+        "nodes": [(sorted(type(s).__name__ for s in n.specs), [tuple(d.shape) for d in n.data]) for n in nodes],
+        "layers": [(kind, [tuple(d.shape) for d in data] if isinstance(data, list) else [data.shape], kw)
+                   for data, kw, kind in layers],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ngff_check():
+    """``ngff_check(path)``: the store opened at its root by the outside readers (see the module docstring)."""
+    return _open_with_outside_readers
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -161,15 +210,12 @@ def _qt_display_error() -> str:
         )
         return _qt_preflight
     code = "import sys; from qtpy.QtWidgets import QApplication; app = QApplication(sys.argv)"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     _qt_preflight = ""
     if proc.returncode != 0:
         _qt_preflight = (
             f"Qt cannot start on DISPLAY={os.environ.get('DISPLAY')!r} (exit code {proc.returncode}): is "
-            "the X server up, are the Qt6 xcb libraries from the README installed? Qt said:\n"
-            + proc.stderr[-3000:]
+            "the X server up, are the Qt6 xcb libraries from the README installed? Qt said:\n" + proc.stderr[-3000:]
         )
     return _qt_preflight
 

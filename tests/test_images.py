@@ -222,10 +222,11 @@ def test_palette_to_rgb() -> None:
 
 
 def test_write_palette_png_rejects_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(SIAError, match="2-D"):
         write_palette_png(tmp_path / "x.png", np.zeros((2, 2, 3)), PALETTE)
-    with pytest.raises(ValueError):
+    with pytest.raises(SIAError, match="0..255"):
         write_palette_png(tmp_path / "x.png", np.array([[0, 300]]), PALETTE)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------- listing
@@ -273,3 +274,16 @@ def test_white_background_uses_4_connectivity() -> None:
     idx = np.arange(20)
     rgb[idx, idx] = 255  # a diagonal line: 20 pixels touching only at corners
     assert not white_background_mask(rgb, min_size=2).any()
+
+
+def test_to_rgb_uint8_is_the_one_converter_for_files_and_layers() -> None:
+    from sia_core.data.images import to_rgb_uint8
+
+    gray16 = np.array([[0, 1000], [2000, 4000]], np.uint16)
+    assert to_rgb_uint8(gray16).shape == (2, 2, 3)
+    stretched = to_rgb_uint8([gray16, gray16[:1, :1]], "layer", contrast=(0, 4000))  # multiscale: level 0
+    assert stretched[..., 0].tolist() == [[0, 64], [128, 255]] and (stretched[..., 0] == stretched[..., 2]).all()
+    rgba = np.zeros((1, 1, 4), np.uint8)  # fully transparent: glass
+    assert to_rgb_uint8(rgba).tolist() == [[[255, 255, 255]]]
+    with pytest.raises(SIAError, match="layer"):
+        to_rgb_uint8(np.zeros((2, 2, 2, 2)), "layer")

@@ -13,14 +13,22 @@ import pytest
 import tifffile
 import torch
 
+from napari_sia._slide_layers import slide_layer_data
 from sia_core.build import build_model, save_weights
 from sia_core.config import get_preset
 from sia_core.errors import SIAError
 from sia_core.predictor import SIAPredictor
-from sia_core.slide import open_slide_prediction, predict_slide, predict_slides, slide_layer_data
-from sia_core.slide_io import DEFAULT_TRAINING_MPP, choose_resolution, open_slide, open_slide_levels
-from sia_core.slide_store import resume_dir_for
-from sia_core.synthetic_slide import write_synthetic_slide
+from sia_core.slide import (
+    DEFAULT_TRAINING_MPP,
+    choose_resolution,
+    open_slide,
+    open_slide_levels,
+    open_slide_prediction,
+    predict_slide,
+    predict_slides,
+    write_synthetic_slide,
+)
+from sia_core.slide.store import resume_dir_for
 
 # small blocks and pyramids so a test-sized slide still has several blocks (with margins crossing their
 # borders) and several pyramid levels
@@ -321,3 +329,74 @@ def test_two_processes_share_slides_and_tiles(predicted, run_dir: Path, slide: P
     sharded, single = _labels(tmp_path / "tiles.ome.zarr"), _labels(reference.out)
     assert (sharded == single).mean() > 0.999
     assert open_slide_prediction(tmp_path / "tiles.ome.zarr")["complete"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# what outside readers see, and what is never overwritten
+
+
+def test_result_opens_at_the_root_in_every_ome_zarr_reader(predicted, ngff_check) -> None:
+    result, _ = predicted
+    found = ngff_check(result.out)
+    assert type(found["model"]).__name__ == "Image" and found["labels"] == ["sia"]
+    assert "Multiscales" in found["nodes"][0][0]  # the slide's overview at the root
+    assert [shapes[0] for specs, shapes in found["nodes"] if "Label" in specs] == [SLIDE_SIZE]
+    (image_kind, image_shapes, _), (labels_kind, label_shapes, _) = found["layers"]
+    assert image_kind == "image" and labels_kind == "labels" and label_shapes[0] == SLIDE_SIZE
+    overview = np.asarray(zarr_root(result.out)["0"])
+    assert overview.shape == (3, *image_shapes[0][1:]) and overview.std() > 5  # the slide itself, not blank
+    # the GeoJSON records the slide's size, so it reopens at the slide's size
+    assert json.loads(result.geojson.read_text())["sia"]["shape"] == list(SLIDE_SIZE)
+
+
+def zarr_root(path: Path):
+    import zarr
+
+    return zarr.open_group(str(path), mode="r")
+
+
+def test_overwrite_never_replaces_a_folder_sia_did_not_write(run_dir: Path, slide: Path, tmp_path: Path, capsys):
+    from sia_core.cli import main
+
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.txt").write_text("four years of work")
+    args = ["predict-slide", str(run_dir), str(slide), "--out", str(out), "--device", "cpu", "--overwrite"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a slide prediction" in err and "even with --overwrite" in err
+    assert (out / "thesis.txt").read_text() == "four years of work"
+    geo = tmp_path / "notes.geojson"
+    geo.write_text('{"type": "FeatureCollection", "features": []}')  # not SIA's: kept too
+    assert main([*args[:3], "--out", str(tmp_path / "notes.ome.zarr"), "--device", "cpu", "--overwrite"]) == 2
+    assert "not a GeoJSON SIA wrote" in capsys.readouterr().err and not (tmp_path / "notes.ome.zarr").exists()
+
+
+def test_truncated_slide_is_one_line_and_leaves_nothing(run_dir: Path, tmp_path: Path, capsys) -> None:
+    from sia_core.cli import main
+
+    whole = write_synthetic_slide(tmp_path / "whole.ome.tif", (600, 520), tile=128, min_side=128)
+    cut = tmp_path / "cut.ome.tif"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])  # the tiles of level 0's lower part and the lower levels are gone
+    out = tmp_path / "cut.ome.zarr"
+    assert main(["predict-slide", str(run_dir), str(cut), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(cut) in err and "truncated or corrupt" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.ome.tif", "whole.ome.tif"]
+
+
+def test_unusable_out_is_one_line(run_dir: Path, slide: Path, tmp_path: Path, capsys) -> None:
+    from sia_core.cli import main
+
+    in_place = tmp_path / "file.ome.zarr"
+    in_place.write_text("x")
+    base = ["predict-slide", str(run_dir), str(slide), "--device", "cpu", "--out"]
+    for out, says in ((in_place, "is a file, not a slide prediction folder"), (in_place / "x.ome.zarr", "is a file")):
+        assert main([*base, str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err
+    assert in_place.read_text() == "x"
+    assert main([*base, "/proc/sia-cannot-write.ome.zarr"]) == 2  # a file system that refuses writes
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err

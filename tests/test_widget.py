@@ -551,7 +551,7 @@ def test_folder_with_tiff_images(make_napari_viewer, tmp_path):
 def test_predict_slide_shows_multiscale_labels_over_the_slide(widget, qtbot, tmp_path, tiny_run, errors):
     from napari.layers import Labels
 
-    from sia_core.synthetic_slide import write_synthetic_slide
+    from sia_core.slide import write_synthetic_slide
 
     w = widget
     slide = write_synthetic_slide(tmp_path / "slide.ome.tif", (320, 288), tile=64, mpp=0.5, min_side=128)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from PIL import Image
 
 from ..errors import SIAError
-from ..io_utils import atomic_write
+from ..formats.png import palette_lut, write_label_png
 from .sidecars import CORRECTIONS_DIR, PSEUDO_DIR
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "write_palette_png",
     "palette_to_rgb",
     "full_palette",
+    "to_rgb_uint8",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -75,7 +76,7 @@ def read_rgb(path: PathLike) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() in TIFF_EXTENSIONS:
         arr = _channels_last(_read_tiff(path), path)
-        return _to_rgb_uint8(arr, path)
+        return to_rgb_uint8(arr, path)
     img = _open_pil(path)
     if img.mode in ("RGB", "L", "I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img)
@@ -85,7 +86,7 @@ def read_rgb(path: PathLike) -> np.ndarray:
         arr = np.asarray(img.convert("RGBA"))
     else:  # P, CMYK, YCbCr, LAB, HSV ...
         arr = np.asarray(img.convert("RGB"))
-    return _to_rgb_uint8(arr, path)
+    return to_rgb_uint8(arr, path)
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
@@ -183,28 +184,22 @@ def full_palette(
 def palette_to_rgb(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     """Colour an index map: (H, W) ints -> (H, W, 3) uint8; indices outside the palette become white."""
     labels = np.asarray(labels)
-    lut = _lut(palette)
+    lut = palette_lut(palette)
     idx = np.where((labels >= 0) & (labels < 256), labels, 255).astype(np.intp)
     return lut[idx]
 
 
 def write_palette_png(path: PathLike, labels: np.ndarray, palette: Sequence[Sequence[int]]) -> Path:
-    """Write an index map as a palette-mode PNG (atomically).
+    """Write an index map as a palette-mode PNG, replacing an existing file: the one palette-PNG writer,
+    :func:`sia_core.formats.png.write_label_png`, with ``overwrite=True``.
 
-    ``np.array(Image.open(path))`` then returns the indices; viewers show the palette colours. Indices
-    beyond the palette are shown white.
+    ``np.array(Image.open(path))`` then returns the indices; viewers show the palette colours (indices beyond
+    the palette white).
 
     Raises:
-        ValueError: ``labels`` is not 2-D or holds values outside 0..255.
+        SIAError: ``labels`` is not 2-D or holds values outside 0..255.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"labels must be in 0..255 for a palette PNG, got {labels.min()}..{labels.max()}")
-    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
-    img.putpalette(_lut(palette).reshape(-1).tolist())  # an 'L' image becomes 'P' with this palette
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    return write_label_png(path, labels, palette, overwrite=True)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -245,7 +240,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     return arr.reshape([arr.shape[i] for i in keep])
 
 
-def _channels_last(arr: np.ndarray, path: Path) -> np.ndarray:
+def _channels_last(arr: np.ndarray, path: Union[str, Path]) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4) and arr.shape[0] in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4)):
@@ -256,11 +251,29 @@ def _channels_last(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr
 
 
-def _to_rgb_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
-    arr = _channels_last(np.asarray(arr), path)
+def to_rgb_uint8(
+    arr: Any, source: Union[str, Path] = "image", contrast: Optional[tuple[float, float]] = None
+) -> np.ndarray:
+    """Any image array as (H, W, 3) uint8 RGB: the one converter (files, napari layers).
+
+    Grayscale is repeated to three channels; alpha is composited over white (transparent = glass); planar
+    (C, H, W) is transposed; a multiscale list gives its full-resolution level. Non-uint8 values map
+    ``contrast`` (lo, hi) linearly to 0..255 when given (a napari layer's contrast limits), else 16-bit is
+    divided by 257 and floats in 0..1 are scaled by 255.
+
+    Raises:
+        SIAError: Not a 2-D image with at most 4 channels, or empty (naming ``source``).
+    """
+    arr = _channels_last(np.asarray(arr[0] if isinstance(arr, list) else arr), source)
     if arr.size == 0:
-        raise SIAError(f"image {path} is empty (shape {arr.shape})", fix="re-export the image")
-    img = _scale_to_uint8(arr, path).astype(np.float32) if arr.dtype != np.uint8 else arr
+        raise SIAError(f"image {source} is empty (shape {arr.shape})", fix="re-export the image")
+    if arr.dtype == np.uint8:
+        img = arr
+    elif contrast is not None:
+        lo, hi = float(contrast[0]), float(contrast[1])
+        img = np.clip((arr.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255)
+    else:
+        img = _scale_to_uint8(arr, source).astype(np.float32)
     if img.ndim == 2:
         img = img[..., None]
     channels = img.shape[-1]
@@ -275,7 +288,7 @@ def _to_rgb_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _scale_to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
+def _scale_to_uint8(arr: np.ndarray, path: Union[str, Path]) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if arr.dtype == np.uint16:
@@ -303,13 +316,6 @@ def _rgb_tuple(colour: Sequence[int]) -> tuple[int, int, int]:
             f"palette colour {list(colour)} is not [r, g, b]", fix="write each colour as [r, g, b]"
         )
     return int(colour[0]), int(colour[1]), int(colour[2])
-
-
-def _lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
-    lut = np.full((256, 3), 255, dtype=np.uint8)
-    for i, colour in enumerate(list(palette)[:256]):
-        lut[i] = _rgb_tuple(colour)
-    return lut
 
 
 def _check_values(arr: np.ndarray, path: Path, num_classes: int, ignore_index: int) -> None:

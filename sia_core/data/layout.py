@@ -13,7 +13,6 @@ Every problem is a one-line :class:`SIAError` naming the path and the fix.
 
 from __future__ import annotations
 
-import colorsys
 import csv
 import dataclasses
 import logging
@@ -26,6 +25,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import yaml
 
+from ..classes import DATASET_PRESETS, IGNORE_COLOUR, default_palette
 from ..config import DataConfig
 from ..errors import SIAError
 from .images import IMAGE_EXTENSIONS, image_size, list_images, read_mask, read_rgb
@@ -52,36 +52,6 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 DATASET_YAML = "dataset.yaml"
-
-_WHITE = [255, 255, 255]
-
-DATASET_PRESETS: dict[str, dict[str, Any]] = {
-    "luad-histoseg": {
-        "name": "luad-histoseg",
-        "classes": ["TE", "NEC", "LYM", "TAS"],
-        "ignore_index": 4,
-        "palette": [[205, 51, 51], [0, 255, 0], [65, 105, 225], [255, 165, 0], _WHITE],
-        "white_background": True,
-    },
-    "bcss-wsss": {
-        "name": "bcss-wsss",
-        "classes": ["TUM", "STR", "LYM", "NEC"],
-        "ignore_index": 4,
-        "palette": [[255, 0, 0], [0, 255, 0], [0, 0, 255], [153, 0, 255], _WHITE],
-        "white_background": False,
-    },
-    "wsss4luad": {
-        "name": "wsss4luad",
-        "classes": ["tumor", "stroma", "normal"],
-        "ignore_index": 3,
-        "palette": [[0, 64, 128], [64, 128, 0], [243, 152, 0]],
-        "white_background": True,
-    },
-}
-"""Descriptions of the public datasets (METHOD §6.2-6.4); a dataset.yaml overrides any key."""
-
-# Folder names that identify a preset when a dataset has neither dataset.yaml nor an explicit preset.
-_PRESET_ALIASES = {"luad-histoseg": "luad-histoseg", "bcss-wsss": "bcss-wsss", "wsss4luad": "wsss4luad"}
 
 SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
     "val": ("val", "valid"),
@@ -115,17 +85,6 @@ class EvalItem:
 # --------------------------------------------------------------------------------- description
 
 
-def default_palette(num_classes: int) -> list[list[int]]:
-    """Distinct colours for ``num_classes`` classes, then white for the ignore index."""
-    base = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]]
-    colours = [list(c) for c in base[:num_classes]]
-    for i in range(len(colours), num_classes):
-        # Golden-ratio hue steps stay distinct for any count.
-        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.9)
-        colours.append([round(r * 255), round(g * 255), round(b * 255)])
-    return colours + [list(_WHITE)]
-
-
 def dataset_description(root: PathLike, preset: Optional[str] = None) -> dict[str, Any]:
     """What the classes of a dataset are: preset, overridden by ``<root>/dataset.yaml``.
 
@@ -148,7 +107,7 @@ def dataset_description(root: PathLike, preset: Optional[str] = None) -> dict[st
     yaml_path = root / DATASET_YAML
     from_yaml = _read_dataset_yaml(yaml_path) if yaml_path.is_file() else None
     if preset is None and from_yaml is None:
-        preset = _PRESET_ALIASES.get(root.name.lower())
+        preset = root.name.lower() if root.name.lower() in DATASET_PRESETS else None
     desc: dict[str, Any] = {}
     sources = []
     if preset is not None:
@@ -163,7 +122,7 @@ def dataset_description(root: PathLike, preset: Optional[str] = None) -> dict[st
     num_classes = len(desc["classes"])
     desc.setdefault("name", root.name or "dataset")
     desc.setdefault("ignore_index", num_classes)
-    desc.setdefault("palette", default_palette(num_classes))
+    desc.setdefault("palette", default_palette(num_classes) + [list(IGNORE_COLOUR)])
     desc.setdefault("white_background", True)  # H&E slides usually show glass; BCSS-like data says False
     desc["source"] = " + ".join(sources)
     _validate_description(desc, desc["source"])

@@ -13,18 +13,20 @@ from skimage.draw import polygon as draw_polygon
 from skimage.filters import gaussian
 from skimage.measure import label as cc_label
 
-from sia_core import export
+from sia_core.classes import default_palette
 from sia_core.errors import SIAError
-from sia_core.export import (
+from sia_core.formats import (
     build_pyramid,
     create_label_zarr,
     geojson_to_labels,
     labels_to_geojson,
+    ome_zarr,
     read_float_tiff,
     read_label_png,
     read_label_tiff,
     read_label_zarr,
     read_labels,
+    tiff,
     write_float_tiff,
     write_geojson,
     write_label_png,
@@ -32,6 +34,7 @@ from sia_core.export import (
     write_label_zarr,
     write_labels,
 )
+from sia_core.formats.geojson import geojson_classes
 
 CLASSES = ["tumour", "stroma", "necrosis", "lymphocytes"]
 PALETTE = [[200, 0, 0], [0, 160, 0], [120, 60, 0], [0, 0, 220]]
@@ -201,7 +204,7 @@ def test_geojson_multipolygon_hole_orientation_and_unknown_class() -> None:
     expected[2:4, 2:4] = 0
     expected[8:10, 8:10] = 1
     assert np.array_equal(lab, expected)
-    assert export._class_color(gj[0]) == [0, 255, 0]
+    assert geojson_classes(gj) == (["b", "Other"], [[0, 255, 0], None], None)
 
 
 def test_geojson_unnamed_value_refused() -> None:
@@ -214,11 +217,14 @@ def test_write_geojson_file_and_read_labels(tmp_path: Path) -> None:
     path = write_geojson(tmp_path / "x.geojson", lab, CLASSES, PALETTE)
     data = json.loads(path.read_text())
     assert data["type"] == "FeatureCollection" and data["features"]
+    assert data["sia"]["shape"] == list(lab.shape) and data["sia"]["classes"] == CLASSES
     back, meta = read_labels(path, shape=lab.shape, classes=CLASSES)
     assert np.array_equal(back, lab)
     assert meta["classes"] == CLASSES and meta["palette"] == PALETTE
-    with pytest.raises(SIAError, match="shape"):
-        read_labels(path)
+    # the file records the image size and the classes: no shape needed, even for a label-free border
+    lab[-1, :] = 255
+    back, meta = read_labels(write_geojson(tmp_path / "y.geojson", lab, CLASSES, PALETTE))
+    assert np.array_equal(back, lab) and meta["classes"] == CLASSES
 
 
 # ------------------------------------------------------------------------------------------- TIFF / PNG
@@ -241,13 +247,13 @@ def test_label_tiff_round_trip(tmp_path: Path, dtype: type) -> None:
 def test_label_tiff_large_is_tiled_and_bigtiff_when_needed(tmp_path: Path, monkeypatch) -> None:
     lab = np.zeros((2048, 40), np.uint8)
     lab[100:300, 5:9] = 3
-    monkeypatch.setattr(export, "_BIGTIFF_BYTES", 1000)  # pretend the map is past 4 GB
+    monkeypatch.setattr(tiff, "_BIGTIFF_BYTES", 1000)  # pretend the map is past 4 GB
     path = write_label_tiff(tmp_path / "big.tiff", lab, CLASSES)
     with tifffile.TiffFile(path) as tif:
         assert tif.pages[0].is_tiled and tif.is_bigtiff
     back, meta = read_label_tiff(path)
     assert np.array_equal(back, lab) and meta["classes"] == CLASSES
-    assert meta["palette"] == export.default_palette(4)
+    assert meta["palette"] == default_palette(4)
 
 
 def test_read_foreign_label_tiff(tmp_path: Path) -> None:
@@ -279,7 +285,7 @@ def test_label_png_round_trip(tmp_path: Path) -> None:
         assert img.mode == "P"
         rgb = np.array(img.convert("RGB"))
     assert np.array_equal(rgb[lab == 1][0], PALETTE[1])
-    assert (rgb[0, :5] == 0).all()  # beyond the palette: black
+    assert (rgb[0, :5] == 255).all()  # beyond the palette: white, the colour of glass
     back, meta = read_label_png(path)
     assert np.array_equal(back, lab)
     assert meta["classes"] == CLASSES and meta["palette"] == PALETTE
@@ -311,6 +317,7 @@ def test_label_zarr_round_trip_and_metadata(tmp_path: Path) -> None:
     il = attrs["image-label"]
     assert {"label-value": 1, "rgba": PALETTE[1] + [255]} in il["colors"]
     assert {"label-value": 255, "rgba": [0, 0, 0, 0]} in il["colors"]
+    assert {c["label-value"] for c in il["colors"]} == {p["label-value"] for p in il["properties"]}
     assert {"label-value": 2, "class": "necrosis"} in il["properties"]
     zarray = json.loads((path / "labels" / "sia" / "0" / ".zarray").read_text())
     assert zarray["zarr_format"] == 2 and zarray["dimension_separator"] == "/"
@@ -394,7 +401,7 @@ def test_failing_zarr_writer_keeps_old_store_and_no_temp(tmp_path: Path, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(export, "_levels_of", broken)  # fails after the arrays exist in the temp dir
+    monkeypatch.setattr(ome_zarr, "build_pyramid", broken)  # fails after the arrays exist in the temp dir
     with pytest.raises(RuntimeError, match="mid-write"):
         write_label_zarr(path, np.zeros_like(lab), CLASSES, overwrite=True)
     with pytest.raises(RuntimeError):
