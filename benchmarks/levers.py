@@ -4,7 +4,8 @@ seed) and scored on the *tune* part of WSSS4LUAD val only (the report part is ne
     python benchmarks/levers.py --data ../shared/data/wsss4luad --out runs/levers [--levers a,b] [--jobs 2]
 
 Every lever is a list of ``--set`` overrides of the cpu preset; ``gate`` is an inference-time lever and is
-scored on every run (decoder restricted to the classes the classifier predicts). A finished run is reused.
+scored on every run (decoder restricted to the classes the classifier predicts), and so is ``refined`` (pixel-adaptive
+refinement of the maps along colour edges). A finished run is reused.
 With ``--jobs 2`` two runs train side by side, one thread each (on 2 cores this finishes a list sooner
 than one two-thread run after another). Results: ``OUT/levers.json`` and ``OUT/levers.md``.
 """
@@ -33,6 +34,14 @@ LEVERS: dict[str, list[str]] = {
 }
 
 
+INFERENCE = {  # inference-time levers, scored on every run
+    "plain": {"gate": False, "refine": False},
+    "gated": {"gate": True, "refine": False},
+    "refined": {"gate": False, "refine": True},
+    "gated+refined": {"gate": True, "refine": True},
+}
+
+
 def slug(name: str) -> str:
     return name.replace(" ", "_").replace("+", "plus").replace(".", "")
 
@@ -52,6 +61,7 @@ def main() -> None:
         metavar="NAME=KEY=VALUE[;KEY=VALUE]",
         help="an extra lever, e.g. 'mosaic+glass=train.mosaic=0.25;train.seg_on_glass=true'",
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every run")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--only-train", metavar="NAME", help=argparse.SUPPRESS)  # a worker of --jobs
     args = ap.parse_args()
@@ -59,6 +69,7 @@ def main() -> None:
     for item in args.extra:
         name, _, sets = item.partition("=")
         levers[name] = [s for s in sets.split(";") if s]
+    levers = {name: [*args.set, *sets] for name, sets in levers.items()}
     out = Path(args.out)
 
     if args.only_train:
@@ -105,34 +116,30 @@ def main() -> None:
     results = {}
     for name, sets in levers.items():
         run, seconds = train_run(out / slug(name), args.data, args.preset, args.variant, args.seed, sets, log=name)
-        plain = score_run(run, parts, gate=False)["tune"]
-        gated = score_run(run, parts, gate=True)["tune"]
-        results[name] = {"sets": sets, "train_seconds": seconds, "plain": plain, "gated": gated}
-        free = plain["label_free"]
-        print(
-            f"[{name}] tune: label-free decoder {free['decoder']['mIoU']:.3f} (gated "
-            f"{gated['label_free']['decoder']['mIoU']:.3f}), labels-given pseudo-labels "
-            f"{plain['labels_given'][pseudo_key(plain)]['mIoU']:.3f}",
-            flush=True,
-        )
+        results[name] = {"sets": sets, "train_seconds": seconds}
+        for mode, infer in INFERENCE.items():
+            results[name][mode] = score_run(run, parts, **infer)["tune"]
+        plain = results[name]["plain"]
+        done = ", ".join(f"{m} {results[name][m]['label_free']['decoder']['mIoU']:.3f}" for m in INFERENCE)
+        given = plain["labels_given"][pseudo_key(plain)]["mIoU"]
+        print(f"[{name}] tune: label-free decoder {done}; labels-given pseudo-labels {given:.3f}", flush=True)
 
     lines = [
         f"Levers on the tune part of {args.data} val ({len(parts['tune'])} patches), preset {args.preset}, variant "
-        f"{args.variant}, seed {args.seed}; mIoU (per-class IoU tumor / stroma / normal)",
+        f"{args.variant}{' ' + ' '.join(args.set) if args.set else ''}, seed {args.seed}; mIoU (per-class IoU "
+        "tumor / stroma / normal)",
         "",
-        "| lever | overrides | label-free decoder | gated by predicted labels | label-free RSM | labels-given "
-        "pseudo-labels | train s |",
-        "|---|---|---|---|---|---|---|",
+        "| lever | overrides | label-free decoder: plain | gated by predicted classes | refined (PAR) | gated + "
+        "refined | label-free RSM/CAM | labels-given pseudo-labels (refined) | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        p, g = r["plain"], r["gated"]
-        cells = [
-            name,
-            " ".join(f"`{s}`" for s in r["sets"]) or "(cpu preset)",
-            cell(p["label_free"]["decoder"]),
-            cell(g["label_free"]["decoder"]),
-            cell(p["label_free"].get("rsm", p["label_free"]["cam"])),
-            cell(p["labels_given"][pseudo_key(p)]),
+        p, key = r["plain"], pseudo_key(r["plain"])
+        cells = [name, " ".join(f"`{s}`" for s in r["sets"]) or "(cpu preset)"]
+        cells += [cell(r[mode]["label_free"]["decoder"]) for mode in INFERENCE]
+        cells += [
+            cell(p["label_free"][key]),
+            f"{cell(p['labels_given'][key])} ({r['refined']['labels_given'][key]['mIoU']:.3f})",
             f"{r['train_seconds']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
