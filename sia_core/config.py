@@ -176,7 +176,8 @@ class TrainConfig:
     """Fraction of every batch made of synthetic mosaics of single-label images with exact masks
     (``sia_core.data.mosaic``); their pixels supervise the decoder like corrected masks. 0 = off."""
     seg_balance: float = 0.0
-    """Class-balanced L_seg: each target pixel weighs (pixels in the batch / (C x pixels of its class))^power."""
+    """Class-balanced L_seg: each target pixel weighs (n / (C' n_c))^power, n the batch's counted pixels, n_c those
+    of its class, C' the classes present in the batch (0 = plain cross-entropy)."""
     seg_confidence: float = 0.0
     """L_seg ignores pseudo-label pixels whose winning fused score (CAM or RSM, in [0, 1]) is below this, in
     images with more than one class (0 = every pixel)."""

@@ -187,23 +187,26 @@ class SIAPredictor:
         present = self.predicted_labels(scores) if given is None else torch.from_numpy(given).to(self.device)
         crop = (slice(None), slice(None), slice(0, h), slice(0, w))
         cam = maps.cam * present[:, :, None, None]
-        rsm = None
+        inhibition = activation = result = None
         if maps.inhibition_grid is not None:
             r = self.cfg.rsm
             rsm = rsm_fuse(
                 maps.cam, maps.inhibition_grid, present, r.pool, r.obj_threshold, r.erosion, maps.cam_grid
             )
-        use_rsm = rsm is not None and self.cfg.rsm.enabled
-        fused = rsm.result if use_rsm else cam
+            inhibition, activation, result = maps.inhibition * present[:, :, None, None], rsm.activation, rsm.result
         probs = maps.seg
         if given is not None or self.cfg.infer.gate:
             probs = probs * present[:, :, None, None]
         if self.cfg.infer.refine:
+            # Every map a label map is read from is refined, so the maps returned (and scored) and the label
+            # maps agree, and tiles blend refined maps.
             image = torch.from_numpy(net.images).to(self.device).permute(0, 3, 1, 2).float()
             pad = (0, maps.seg.shape[-1] - w, 0, maps.seg.shape[-2] - h)
             image = F.pad(image, pad, mode="replicate") if any(pad) else image
-            fused = pixel_adaptive_refine(image, fused)
-            probs = pixel_adaptive_refine(image, probs)
+            cam, probs = pixel_adaptive_refine(image, cam), pixel_adaptive_refine(image, probs)
+            if result is not None:
+                inhibition, result = pixel_adaptive_refine(image, inhibition), pixel_adaptive_refine(image, result)
+        fused = result if result is not None and self.cfg.rsm.enabled else cam
         pseudo = masked_argmax(fused, present)[:, :h, :w]
         label_map = channel_argmax(probs)[:, :h, :w]
         mask_background = self.cfg.data.white_background if mask_background is None else mask_background
@@ -227,9 +230,9 @@ class SIAPredictor:
             "scores": list(scores.cpu().numpy().astype(np.float32)),
             "labels": list(present.cpu().numpy().astype(np.uint8)),
             "cam": np_maps(cam),
-            "inhibition": np_maps(None if rsm is None else maps.inhibition * present[:, :, None, None]),
-            "activation": np_maps(None if rsm is None else rsm.activation),
-            "rsm": np_maps(None if rsm is None else rsm.result),
+            "inhibition": np_maps(inhibition),
+            "activation": np_maps(activation),
+            "rsm": np_maps(result),
             "pseudo_label": list(pseudo.cpu().numpy().astype(np.uint8)),
             "label_map": list(label_map.cpu().numpy().astype(np.uint8)),
             "probabilities": np_maps(probs),

@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,12 @@ def train_iter(
     per_rank = max(1, t.batch_size // di.world)
     weights = balanced_weights([s.labels for s in samples], t.balance) if t.balance else None
     mosaics = round(t.mosaic * per_rank * di.world) if dataset.mosaics.available else 0
+    if t.mosaic > 0 and not dataset.mosaics.available and di.is_main:
+        warnings.warn(
+            f"train.mosaic={t.mosaic} is off for this run: mosaics need images labelled with one class alone for at "
+            f"least two classes, and this data has them for {len(dataset.mosaics.classes)}",
+            stacklevel=2,
+        )
     schedule = BatchSchedule(
         len(samples), per_rank * di.world, t.iterations, t.seed, start, di.rank, di.world, weights, mosaics
     )

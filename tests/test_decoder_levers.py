@@ -196,3 +196,33 @@ def test_par_moves_a_token_grid_boundary_onto_the_colour_edge():
     assert float((before == truth).float().mean()) < 0.9
     assert float((after == truth).float().mean()) > 0.97
     torch.testing.assert_close(after_maps.sum(1), torch.ones(1, 64, 64))  # probabilities stay probabilities
+
+
+def test_refined_prediction_maps_agree_with_its_label_maps():
+    from sia_core.argmax import class_argmax
+    from sia_core.predictor import SIAPredictor
+
+    cfg = apply_variant(get_preset("test"), "f")
+    cfg.data.classes = ["tumor", "stroma", "normal"]
+    cfg.infer.refine = True
+    torch.manual_seed(0)
+    pred = SIAPredictor(build_model(cfg), cfg, "cpu")
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    p = pred.predict(rgb, labels=[1, 1, 0], mask_background=False)
+    np.testing.assert_array_equal(p.pseudo_label, class_argmax(p.rsm, p.labels))
+    np.testing.assert_array_equal(p.label_map, class_argmax(p.probabilities))
+    cfg.infer.refine = False
+    plain = pred.predict(rgb, labels=[1, 1, 0], mask_background=False)
+    assert not np.allclose(plain.rsm, p.rsm)  # the returned maps are the refined ones
+
+
+def test_mosaic_asked_for_without_single_label_images_is_said(tmp_path):
+    from sia_core.data.synthetic import make_synthetic_dataset
+    from sia_core.run_config import resolve_train_config, training_samples
+    from sia_core.train import train_iter
+
+    data = make_synthetic_dataset(tmp_path / "data", n_train=4, n_val=0, size=64, seed=1)
+    cfg = resolve_train_config(str(data), preset="test", overrides=["train.iterations=1", "train.mosaic=0.5"])
+    samples = [s for s in training_samples(str(data), cfg) if s.labels.sum() > 1]  # no single-label image
+    with pytest.warns(UserWarning, match="train.mosaic=0.5 is off"):
+        list(train_iter(cfg, samples, tmp_path / "run"))
