@@ -21,6 +21,7 @@ import timm
 import torch
 from hub_standin import FakeHub, serve_fake_hub  # tests/hub_standin.py
 from safetensors.torch import load_file
+from test_model import assert_cls_copies_with_distinct_offsets
 
 from sia_core.build import build_model, load_model, read_weights, save_weights
 from sia_core.config import PAPER_WEIGHTS, apply_variant, get_preset
@@ -92,16 +93,6 @@ def make_batch(size: int) -> TrainBatch:
         mask=torch.full((2, size, size), 255, dtype=torch.long),
         has_mask=torch.zeros(2, dtype=torch.bool),
     )
-
-
-def assert_cls_copies(class_tokens: torch.Tensor, cls: torch.Tensor) -> None:
-    """Class tokens = the CLS token plus distinct trunc-normal(0.02) offsets (METHOD §1.2 + MCTformer)."""
-    offsets = (class_tokens - cls).detach()
-    assert float(offsets.abs().max()) < 0.12
-    assert 0.01 < float(offsets.std()) < 0.03
-    for i in range(offsets.shape[1]):
-        for j in range(i):
-            assert not torch.allclose(offsets[:, i], offsets[:, j])
 
 
 # ------------------------------------------------------------------------------------------- families
@@ -179,7 +170,7 @@ def test_backbone_registers_keep_their_weights_and_class_tokens_follow_them():
     torch.testing.assert_close(enc.backbone_registers.detach(), reg)
     assert enc.backbone_register_pos is None  # no_embed_class: registers have no position embedding
     assert enc.num_prefix == 4 + 2 + C
-    assert_cls_copies(enc.prefix_tokens[:, 2:], cls)
+    assert_cls_copies_with_distinct_offsets(enc.prefix_tokens[:, 2:].detach(), cls)
     out = enc(torch.randn(1, 3, 56, 56))
     assert out.tokens.shape == (1, C, 32) and out.patches.shape == (1, 16, 32)
 
@@ -197,7 +188,7 @@ def test_no_cls_token_class_tokens_are_distinct_draws():
     from sia_core.models.encoder import MCTViT
 
     enc = MCTViT(vit, num_classes=C, num_registers=4)
-    assert_cls_copies(enc.prefix_tokens[:, 4:], torch.zeros(1, 1, 32))
+    assert_cls_copies_with_distinct_offsets(enc.prefix_tokens[:, 4:].detach(), torch.zeros(1, 1, 32))
     assert enc.final_norm is enc.vit.fc_norm  # the final norm of avg-pooled ViTs
 
 
@@ -288,7 +279,9 @@ def test_local_dir_weights_load_end_to_end(tmp_path):
     torch.testing.assert_close(vit.blocks[2].ls2.gamma, state["blocks.2.ls2.gamma"])
     torch.testing.assert_close(model.encoder.backbone_registers.detach(), state["reg_token"])
     torch.testing.assert_close(model.encoder.patch_pos.detach(), state["pos_embed"])
-    assert_cls_copies(model.encoder.prefix_tokens[:, cfg.model.num_registers :], state["cls_token"])
+    assert_cls_copies_with_distinct_offsets(
+        model.encoder.prefix_tokens[:, cfg.model.num_registers :], state["cls_token"]
+    )
     assert resolve_pretrained(cfg).to_dict() == cfg.to_dict()  # idempotent
 
 
