@@ -280,7 +280,7 @@ def test_local_dir_weights_load_end_to_end(tmp_path):
     torch.testing.assert_close(model.encoder.backbone_registers.detach(), state["reg_token"])
     torch.testing.assert_close(model.encoder.patch_pos.detach(), state["pos_embed"])
     assert_cls_copies_with_distinct_offsets(
-        model.encoder.prefix_tokens[:, cfg.model.num_registers :], state["cls_token"]
+        model.encoder.prefix_tokens[:, cfg.model.num_registers :].detach(), state["cls_token"]
     )
     assert resolve_pretrained(cfg).to_dict() == cfg.to_dict()  # idempotent
 
