@@ -453,3 +453,35 @@ def test_hub_repository_that_is_not_there_or_not_timm(tmp_path, hub):
         fetch_pretrained("hf-hub:lab/transformers-only")
     with pytest.raises(SIAError, match="no model lab/absent on the Hugging Face hub"):
         fetch_pretrained("hf-hub:lab/absent")
+
+
+def test_timm_tag_weights_come_through_the_hub_strictly(tmp_path, hub, monkeypatch):
+    """A timm name with a tag (how the paper preset names its weights): timm's registry gives the architecture
+    and preprocessing, the weights come from its ``timm/`` hub repository; a file that misses a block is an
+    error naming it, never a silently random block (timm relaxes strict loading when the head differs)."""
+    from huggingface_hub import constants
+    from safetensors.torch import save
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1 << 20)
+    name = "test_vit.r160_in1k"  # timm's own small test ViT: 6 blocks, 64 wide, a 1000-class head
+    torch.manual_seed(2)
+    state = timm.create_model("test_vit", pretrained=False).state_dict()
+    hub.add(f"timm/{name}", {"model.safetensors": save({k: v.contiguous() for k, v in state.items()})})
+    cfg = get_preset("test")
+    cfg.data.classes = ["a", "b", "c"]
+    cfg.model.pretrained = name
+    cfg = resolve_pretrained(cfg)
+    assert cfg.model.backbone == "test_vit" and cfg.model.backbone_kwargs == {}  # not the preset's
+    pc = timm.models.get_pretrained_cfg(name)
+    assert cfg.data.img_size == 160 and cfg.data.mean == tuple(pc.mean) and cfg.data.std == tuple(pc.std)
+    assert cfg.model.pretrained_origin["repo"] == f"timm/{name}"
+    model = build_model(cfg)
+    torch.testing.assert_close(model.encoder.vit.blocks[5].mlp.fc2.weight, state["blocks.5.mlp.fc2.weight"])
+    assert isinstance(model.encoder.vit.head, torch.nn.Identity)
+
+    partial = {k: v.contiguous() for k, v in state.items() if not k.startswith("blocks.5.")}
+    hub.add(f"timm/{name}", {"model.safetensors": save(partial)})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "other-cache"))
+    cfg.model.pretrained_origin = {}
+    with pytest.raises(SIAError, match=r"do not fit.*missing: blocks\.5\."):
+        build_model(resolve_pretrained(cfg))
