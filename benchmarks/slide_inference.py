@@ -45,7 +45,7 @@ def _child(args: argparse.Namespace) -> None:
         pred = SIAPredictor.from_run(args.run, device=args.device)
     else:
         cfg = get_preset(args.preset)
-        pred = SIAPredictor(build_model(cfg), cfg, args.device)
+        pred = SIAPredictor(build_model(cfg, pretrained=False), cfg, args.device)  # random weights, no download
     cfg = pred.cfg
     tile = cfg.infer.tile_size
     batch = args.batch or cfg.infer.batch_size

@@ -83,7 +83,7 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    model = build_model(cfg).to(dev).train()
+    model = build_model(cfg, pretrained=False).to(dev).train()  # random weights: the same speed, no download
     if args.compile:
         model.encoder = torch.compile(model.encoder)
     opt_s = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=5e-4)

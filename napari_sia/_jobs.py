@@ -61,20 +61,23 @@ class TrainRequest:
     """Dataset folder the CLI's ``--data`` names (None when the images are open layers only)."""
     init_from: Optional[Path] = None
     force: bool = False
+    extra_overrides: tuple[str, ...] = ()
+    """More ``--set`` overrides (the backbone chooser's ``model.pretrained`` / ``model.freeze``)."""
 
     def overrides(self) -> list[str]:
-        return [f"train.iterations={int(self.iterations)}", *GUI_OVERRIDES]
+        return [f"train.iterations={int(self.iterations)}", *GUI_OVERRIDES, *self.extra_overrides]
 
 
 def training_config(req: TrainRequest) -> Any:
     """The run's ``SIAConfig``, built the way ``sia-core train`` builds it (preset, dataset classes, variant,
     ``--set`` overrides, ``--device``), so the GUI and its CLI command train identically."""
     from sia_core.data.layout import apply_to_data_config
-    from sia_core.run_config import resolve_train_config
 
-    cfg = resolve_train_config(None, req.preset)
+    run_config = guarded_import("sia_core.run_config")  # resolving pretrained weights imports timm
+    # The overrides go in before the starting weights are resolved (and fetched), as with the CLI's --set; the
+    # dataset description sets only data.* keys, which no override of the GUI touches.
+    cfg = run_config.resolve_train_config(None, req.preset, overrides=req.overrides())
     cfg.data = apply_to_data_config(req.classes.description(), cfg.data)
-    cfg = cfg.with_overrides(req.overrides())
     cfg.train.device = req.device
     return cfg
 

@@ -51,6 +51,7 @@ from sia_core.data.sidecars import correction_path, pseudo_label_path
 from sia_core.errors import SIAError
 from sia_core.run_files import RunFiles
 
+from ._backbone_chooser import BackboneChooser
 from ._classes import SIA_META, ClassSet, class_set_for_folder, dataset_root, label_colormap, preset_matching
 from ._images import ImageEntry, LabelBook, csv_header
 from ._jobs import (
@@ -311,6 +312,9 @@ class SIAWidget(QWidget):
         self.train_preset.addItems(list(TRAIN_PRESETS))
         self.train_preset.currentTextChanged.connect(self._on_train_preset)
         form.addRow("preset", self.train_preset)
+        self.backbone = BackboneChooser()
+        self.backbone.changed.connect(self._update_cli)
+        form.addRow(self.backbone)
         self.iterations = self._tip(QSpinBox(), "iterations")
         self.iterations.setRange(1, 1_000_000)
         self.iterations.valueChanged.connect(self._update_cli)
@@ -846,6 +850,7 @@ class SIAWidget(QWidget):
     # ------------------------------------------------------------------------------------------ training
     def _on_train_preset(self, name: str) -> None:
         self.iterations.setValue(get_preset(name).train.iterations)
+        self.backbone.set_preset(name)
         self._update_cli()
 
     def _data_root(self) -> Optional[Path]:
@@ -872,6 +877,7 @@ class SIAWidget(QWidget):
             data_root=self._data_root(),
             init_from=init,
             force=force,
+            extra_overrides=tuple(self.backbone.overrides()),
         )
 
     def _update_cli(self, *_: Any) -> None:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 
 from .config import SIAConfig
 from .errors import SIAError
 from .io_utils import atomic_write
-from .models.encoder import MCTViT, create_vit
+from .models.encoder import MCTViT
 from .models.sia import SIAModel
+from .pretrained import create_backbone
 
 __all__ = [
     "build_model",
@@ -32,19 +33,16 @@ WEIGHTS_NAMES = ("best.safetensors", "last.safetensors")
 """Weights looked for, in this order, when a run directory is given."""
 
 
-def build_model(cfg: SIAConfig, backbone_weights: Optional[str] = None) -> SIAModel:
-    """Build the SIA network of a config, randomly initialised or from backbone weights.
+def build_model(cfg: SIAConfig, pretrained: bool = True) -> SIAModel:
+    """Build the SIA network of a config, randomly initialised or from the backbone's starting weights.
 
     Args:
-        cfg: the configuration; ``cfg.model.backbone_weights`` is used when ``backbone_weights`` is None.
-        backbone_weights: optional local timm/safetensors file for the ViT.
+        cfg: the configuration (resolved by :func:`sia_core.pretrained.resolve_pretrained` when
+            ``model.pretrained`` names hub or timm weights).
+        pretrained: load ``cfg.model.pretrained``; False builds the architecture only (trained weights follow).
     """
     m = cfg.model
-    kwargs = dict(m.backbone_kwargs)
-    kwargs.setdefault("img_size", cfg.data.img_size)
-    if m.drop_path_rate:
-        kwargs["drop_path_rate"] = m.drop_path_rate
-    vit = create_vit(m.backbone, backbone_weights or m.backbone_weights, **kwargs)
+    vit = create_backbone(cfg, load_weights=pretrained)
     encoder = MCTViT(vit, cfg.num_classes, m.num_registers, m.aux_layer)
     return SIAModel(
         encoder,
@@ -92,7 +90,7 @@ def read_weights(path: Union[str, Path]) -> tuple[dict[str, torch.Tensor], SIACo
         raise SIAError(
             f"{path} is not a SIA model file (no SIA config in its metadata)",
             fix="give a run directory or a .safetensors written by sia-core; backbone-only weights go in "
-            "model.backbone_weights",
+            "model.pretrained",
         )
     cfg = SIAConfig.from_dict(json.loads(metadata["config"]), source=str(path))
     extra = {k: json.loads(v) for k, v in metadata.items() if k not in ("format", "config")}
@@ -121,8 +119,7 @@ def load_model(
     """Load a trained SIA model (eval mode) from a run directory or a weights file."""
     weights = resolve_weights_path(path)
     state, cfg, _ = read_weights(weights)
-    cfg.model.backbone_weights = None  # the file already holds the trained backbone
-    model = build_model(cfg)
+    model = build_model(cfg, pretrained=False)  # the file already holds the trained backbone
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

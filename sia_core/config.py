@@ -5,8 +5,8 @@ Every hyper-parameter of METHOD.md lives here. A config serialises to YAML or JS
 (`train.iterations=200`) from the command line or the GUI.
 
 Presets:
-    * ``paper``: the paper's setting (ViT-B/16, batch 16, Adam 1e-4, weight decay 5e-4, lambda 0.3/0.5,
-      alpha1 = alpha2 = 0.5, 10k iterations, multi-scale training CAMs).
+    * ``paper``: the paper's setting (ViT-B/16 from ImageNet weights, batch 16, Adam 1e-4, weight decay 5e-4,
+      lambda 0.3/0.5, alpha1 = alpha2 = 0.5, 10k iterations, multi-scale training CAMs).
     * ``cpu``: small enough to train on 2 CPU cores in minutes (a ViT-Tiny-sized encoder), tuned on
       WSSS4LUAD train/val only.
     * ``test``: a minute model for unit tests.
@@ -52,11 +52,26 @@ class ModelConfig:
     """Encoder and decoder architecture (METHOD §1, §5.2)."""
 
     backbone: str = "vit_base_patch16_224"
-    """Any timm ViT with absolute position embeddings and a class token."""
+    """Any timm ViT with absolute position embeddings. With hub or timm-tag ``pretrained`` weights it is set to
+    the weights' own architecture when the run's config is resolved."""
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for ``timm.create_model`` (e.g. ``depth``, ``embed_dim``)."""
+    """Extra keyword arguments for ``timm.create_model`` (e.g. ``depth``, ``embed_dim``; ``mlp_layer`` by name,
+    e.g. ``timm.layers.SwiGLUPacked``). With hub or timm-tag weights: the weights' own ``model_args`` plus
+    those you set (a preset's random-init architecture does not apply to them)."""
+    pretrained: Optional[str] = None
+    """Starting weights of the backbone (None = random init): a timm name with a pretrained tag
+    (``vit_base_patch16_224.augreg_in21k_ft_in1k``), ``hf-hub:org/name``, ``local-dir:PATH`` (a folder in
+    timm's hub layout: ``config.json`` + ``model.safetensors``) or a checkpoint file (.pth/.bin/.safetensors)
+    of ``backbone``. Loaded through timm and huggingface_hub (their cache, ``HF_HOME``, ``HF_TOKEN``,
+    ``HF_HUB_OFFLINE``); see :mod:`sia_core.pretrained`."""
+    pretrained_origin: dict[str, Any] = field(default_factory=dict)
+    """Written when a run starts, not set by hand: exactly which weights ``pretrained`` resolved to (source,
+    repository and commit, file, sha256)."""
+    freeze: str = "none"
+    """'none', 'all' (train only class tokens, registers, heads and decoder) or 'all-but-N' (also the last N
+    blocks and the final norm); see :mod:`sia_core.models.freeze`."""
     backbone_weights: Optional[str] = None
-    """Local timm checkpoint (.pth/.bin) or .safetensors for the backbone; None = random init."""
+    """Deprecated name of a checkpoint-file ``pretrained`` (kept so that older run configs load)."""
     num_registers: int = 4
     aux_layer: int = -3
     """Block whose (un-normed) patch tokens feed the auxiliary classifier; negative counts from the end."""
@@ -69,6 +84,10 @@ class ModelConfig:
     decoder_dilation: int = 5
     decoder_detach: bool = False
     """The decoder reads detached patch tokens: L_seg trains the decoder only, not the encoder."""
+
+    def __post_init__(self) -> None:
+        if self.backbone_weights and not self.pretrained:
+            self.pretrained, self.backbone_weights = self.backbone_weights, None
 
 
 @dataclass
@@ -329,9 +348,15 @@ class SIAConfig:
 # ------------------------------------------------------------------------------------------- presets
 
 
+PAPER_WEIGHTS = "vit_base_patch16_224.orig_in21k_ft_in1k"
+"""The paper's starting weights (METHOD §1.1): the original Google in21k -> in1k ViT-B/16 MoRe and ToCo load."""
+
+
 def paper() -> SIAConfig:
-    """The paper's setting (METHOD §5.3, §7)."""
-    return SIAConfig(preset="paper")
+    """The paper's setting (METHOD §5.3, §7), from ImageNet weights as the paper trains."""
+    cfg = SIAConfig(preset="paper")
+    cfg.model.pretrained = PAPER_WEIGHTS
+    return cfg
 
 
 def cpu() -> SIAConfig:

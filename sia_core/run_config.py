@@ -23,11 +23,13 @@ def resolve_train_config(
     variant: Optional[str] = None,
     dataset_preset: Optional[str] = None,
 ):
-    """The config of a new run: preset < config file < dataset description < variant < ``--set``."""
+    """The config of a new run: preset < config file < dataset description < variant < ``--set``; then the
+    backbone's starting weights are fetched and the config completed from them (``resolve_pretrained``)."""
     import yaml
 
     from .config import apply_variant, get_preset
     from .data.layout import apply_to_data_config, dataset_description
+    from .pretrained import resolve_pretrained
 
     file_data: dict[str, Any] = {}
     if config_file:
@@ -50,25 +52,13 @@ def resolve_train_config(
         cfg = apply_variant(cfg, cfg.variant)
     if overrides:
         cfg = cfg.with_overrides(list(overrides))
-    if cfg.model.backbone_weights:
-        cfg.data.mean, cfg.data.std = _backbone_normalization(cfg.model.backbone)
-    return cfg
+    return resolve_pretrained(cfg)
 
 
 def _default_preset() -> str:
     import torch
 
     return "paper" if torch.cuda.is_available() else "cpu"
-
-
-def _backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean/std that timm's pretrained config gives for these weights (METHOD §1.1)."""
-    import timm
-
-    pc = timm.models.get_pretrained_cfg(name)
-    if pc is None:
-        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return tuple(pc.mean), tuple(pc.std)
 
 
 def training_samples(data: str, cfg) -> list:

@@ -38,7 +38,9 @@ from .data.layout import EvalItem
 from .data.train_dataset import BatchSchedule, TrainSample, WeakLabelDataset, balanced_weights
 from .errors import SIAError
 from .io_utils import atomic_write, atomic_write_text
+from .models.freeze import trainable_parameters
 from .objective import TrainBatch, sia_losses
+from .pretrained import resolve_pretrained
 from .run_files import RunFiles
 from .runtime import DistInfo, dist_info, resolve_device
 
@@ -182,6 +184,8 @@ def train_iter(
                 f"nothing to resume in {files.root} (no config.yaml)", fix="start the run without --resume"
             )
         cfg = SIAConfig.load(files.config)
+    else:
+        cfg = resolve_pretrained(cfg)  # fetch the starting weights, record which they are (no-op for random init)
     if not samples:
         raise SIAError("no training images", fix="give a folder with images whose names hold their labels")
     _preflight(samples, cfg)
@@ -203,7 +207,7 @@ def train_iter(
     if init_from is not None and not resume:
         _load_init(model, init_from, cfg)
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model, cfg.model.freeze)
     if t.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     elif t.optimizer == "adamw":

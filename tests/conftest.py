@@ -24,6 +24,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests never download weights (the `paper` preset names ImageNet weights): with huggingface_hub offline, a test
+# that reached for the hub would fail at once with SIA's "not in the Hugging Face cache" error instead of
+# retrying the network. tests/test_backbones.py serves its own hub on 127.0.0.1 and lifts this there.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
 
