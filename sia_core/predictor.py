@@ -61,7 +61,10 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
     """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SIAError(f"unknown device '{device}'", fix="use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SIAError("CUDA was requested but no GPU is available", fix="use device 'auto' or 'cpu'")
     return device
