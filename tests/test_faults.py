@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import copy_data, error_line
 
 from sia_core.cli import main
 from sia_core.data.synthetic import make_synthetic_dataset
@@ -39,19 +40,6 @@ def error_lines(capsys) -> list[str]:
     assert "Traceback" not in err, err
     lines = err.replace("\r", "\n").splitlines()
     return [x for x in lines if x.strip() and "%|" not in x and not x.startswith("iteration ")]
-
-
-def error_line(capsys) -> str:
-    lines = error_lines(capsys)
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
-def copy_data(data: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "data"
-    shutil.copytree(data, dst)
-    return dst
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -368,7 +356,7 @@ def test_labels_csv_names_outside_the_dataset_are_refused(run, data, tmp_path, c
     csv.write_text(f"image,tumor,stroma,normal\n{name},1,0,0\n")
     assert main(train_args(d, tmp_path / "r")) == 2
     line = error_line(capsys)
-    assert "sia_labels.csv" in line and "outside" in line
+    assert "sia_labels.csv" in line and "outside the folder" in line
     assert main(["pseudo-label", str(run), "--data", str(d), "--out", str(tmp_path / "p")]) == 2
     error_line(capsys)
     assert not (tmp_path / "sia_pseudo").exists() and not (outside.parent / "sia_pseudo").exists()
