@@ -79,7 +79,6 @@ def _sigterm_stops() -> Iterator[None]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import checkpoint_iteration
     from .config import SIAConfig
     from .data.layout import find_split, has_split
     from .run_files import RunFiles
@@ -101,18 +100,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     samples = training_samples(data, cfg)
     val = find_split(data, "val") if has_split(data, "val") and cfg.train.val_every else None
     main_rank = dist_info().is_main
-    if main_rank:
-        n_corr = sum(s.mask is not None for s in samples)
-        print(
-            f"training {cfg.preset} preset, variant {cfg.variant} ({cfg.model.backbone}) on {len(samples)} images"
-            f"{f' ({n_corr} with corrected masks)' if n_corr else ''} of {data}, classes {cfg.data.classes}"
-            f"{f', validating on {len(val)} val images' if val else ''} -> {files.root}",
-            flush=True,
-        )
-        if args.resume and not files.holds_run():
-            print(f"no checkpoint yet in {files.root}: starting the run from the beginning", flush=True)
     last = None
     try:
+        if main_rank:
+            n_corr = sum(s.mask is not None for s in samples)
+            print(
+                f"training {cfg.preset} preset, variant {cfg.variant} ({cfg.model.backbone}) on {len(samples)} "
+                f"images{f' ({n_corr} with corrected masks)' if n_corr else ''} of {data}, classes "
+                f"{cfg.data.classes}{f', validating on {len(val)} val images' if val else ''} -> {files.root}",
+                flush=True,
+            )
+            if args.resume and not files.holds_run():
+                print(f"no checkpoint yet in {files.root}: starting the run from the beginning", flush=True)
         with _sigterm_stops(), _Bar(cfg.train.iterations, "train", disable=not main_rank) as bar:
             for info in train_iter(
                 cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from
@@ -129,28 +128,30 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.to(info.iteration, **post)
                 last = info
     except KeyboardInterrupt as stop:
-        how = "stopped by SIGTERM" if isinstance(stop, _Terminated) else "interrupted"
-        done = last.iteration if last else 0
-        saved = checkpoint_iteration(files.root) if main_rank else None
-        if not main_rank:
-            pass
-        elif saved is None:
-            print(
-                f"{how} at iteration {done}, before the first checkpoint: nothing to resume; start the run again "
-                "with the same command",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"{how} at iteration {done}: checkpoint of iteration {saved} saved in {files.root}; continue with "
-                f"sia-core train --data {data} --out {files.root} --resume",
-                file=sys.stderr,
-            )
+        if main_rank:
+            print(_stopped_line(stop, last.iteration if last else 0, files.root, data), file=sys.stderr)
         return 143 if isinstance(stop, _Terminated) else 130
     if main_rank:
         best = files.best if files.best.is_file() else files.last
         print(f"done: weights {best}, log {files.log}")
     return 0
+
+
+def _stopped_line(stop: KeyboardInterrupt, done: int, root: Path, data: str) -> str:
+    """What a stopped training says: the checkpoint that is really on disk (read back, not assumed)."""
+    from .checkpoint import checkpoint_iteration
+
+    how = "stopped by SIGTERM" if isinstance(stop, _Terminated) else "interrupted"
+    saved = checkpoint_iteration(root)
+    if saved is None:
+        return (
+            f"{how} at iteration {done}, before the first checkpoint: nothing to resume; start the run again with "
+            "the same command"
+        )
+    return (
+        f"{how} at iteration {done}: checkpoint of iteration {saved} saved in {root}; continue with "
+        f"sia-core train --data {data} --out {root} --resume"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

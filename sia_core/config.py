@@ -616,7 +616,8 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         raise SIAError("config: data.classes is empty", fix="give the class names, e.g. in dataset.yaml")
     for key, value, ok, must in checks:
         if not ok:
-            raise SIAError(f"config value {key} = {value!r} is out of range", fix=f"set {key} to {must}")
+            what = "out of range" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not valid"
+            raise SIAError(f"config value {key} = {value!r} is {what}", fix=f"set {key} to {must}")
     return cfg
 
 

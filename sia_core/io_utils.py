@@ -44,8 +44,31 @@ class WriteError(SIAError, OSError):
     code catching write failures expects)."""
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n < 10e9 else f"{n / 1e9:.1f} GB"
+def _size(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _disk_full(err: BaseException, folder: Path, needed: Optional[int]) -> bool:
+    """Whether a failed write ran out of space. Writers say so in their own words (torch.save raises
+    ``RuntimeError: ... unexpected pos``, safetensors ``... os error 28``), so a writer's own exception also counts
+    when the disk is (nearly) full. Called while the partial file still holds its space."""
+    if isinstance(err, OSError):
+        return err.errno in _SPACE_ERRNOS
+    if not isinstance(err, Exception):
+        return False  # KeyboardInterrupt and the like
+    text = str(err).lower()
+    if "no space left" in text or "os error 28" in text or "quota exceeded" in text:
+        return True
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return False
+    return free < max(needed or 0, _NEARLY_FULL)
 
 
 def write_error(err: OSError, path: PathLike, needed: Optional[int] = None) -> WriteError:
@@ -68,10 +91,11 @@ def write_error(err: OSError, path: PathLike, needed: Optional[int] = None) -> W
             free = shutil.disk_usage(folder).free
         except OSError:
             free = 0
-        need = f", {_mb(needed)} needed" if needed else ""
+        need = f", {_size(needed)} needed" if needed else ""
+        more = f"at least {_size(needed - free)} " if needed and needed > free else ""
         return WriteError(
-            f"no space left to write {path.name} in {folder} ({_mb(free)} free{need})",
-            fix=f"free at least {_mb(max((needed or 0) - free, 0) or 1)} on that disk, or write to another folder",
+            f"no space left to write {path.name} in {folder} ({_size(free)} free{need})",
+            fix=f"free {more}space on that disk, or write to another folder",
         )
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return WriteError(f"cannot write {path.name} in {folder}: {reason}", fix="choose a folder you can write to")
@@ -119,7 +143,10 @@ def atomic_write(
         if fsync:
             _fsync_dir(path.parent)
     except BaseException as err:
+        full = _disk_full(err, path.parent, needed)
         tmp_path.unlink(missing_ok=True)
+        if full and not isinstance(err, OSError):
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if isinstance(err, OSError):
             raise write_error(err, path, needed) from None
         raise
@@ -228,7 +255,10 @@ def check_output_file(path: PathLike, what: str = "output file") -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise WriteError(f"{what} {path} is a folder", fix="give a file path")
-    check_output_dir(path.parent, what=f"folder of the {what}")
+    try:
+        check_output_dir(path.parent, what="folder")
+    except WriteError as err:
+        raise WriteError(f"{what} {path} cannot be written: {err.message}", fix=err.fix) from None
     return path
 
 

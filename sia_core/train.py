@@ -127,10 +127,15 @@ def _load_init(model: torch.nn.Module, path: Union[str, Path], cfg: SIAConfig) -
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched or init_cfg.model.backbone != cfg.model.backbone:
+        k = mismatched[0] if mismatched else None
+        detail = (
+            f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here; {len(mismatched)} tensors differ"
+            if k
+            else f"{init_cfg.model.backbone} there, {cfg.model.backbone} here"
+        )
         raise SIAError(
-            f"{weights} has another architecture ({init_cfg.model.backbone}, e.g. {mismatched[:2]}) than this run "
-            f"({cfg.model.backbone})",
-            fix="set the same model.backbone / backbone_kwargs as the model you start from",
+            f"{weights} has another architecture than this run ({detail})",
+            fix="use the model.* settings (backbone, backbone_kwargs, decoder_channels...) of the model you start from",
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
