@@ -83,7 +83,7 @@ def _read_state(files: RunFiles, device: torch.device) -> dict[str, Any]:
     try:
         state = torch.load(files.state, map_location=device, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, unreadable file: all one message
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
         raise SIAError(
             f"checkpoint {files.state} is damaged or not a SIA checkpoint ({reason})", fix=_FIX_DAMAGED
         ) from None
@@ -103,16 +103,24 @@ def _check_last(files: RunFiles, model: torch.nn.Module, cfg: SIAConfig, iterati
     except SIAError as err:
         raise SIAError(f"{files.last} is not this run's weights file ({err.message})", fix=fix) from None
     own = model.state_dict()
-    same_arch = set(tensors) == set(own) and all(tensors[k].shape == own[k].shape for k in own)
-    if (
-        not same_arch
-        or last_cfg.model.backbone != cfg.model.backbone
-        or last_cfg.to_dict()["model"] != cfg.to_dict()["model"]
-        or last_cfg.data.classes != cfg.data.classes
-    ):
+    theirs, ours = last_cfg.to_dict(), cfg.to_dict()
+    differences = [
+        f"model.{k} {theirs['model'].get(k)!r} there, {v!r} here"
+        for k, v in ours["model"].items()
+        if theirs["model"].get(k) != v
+    ]
+    if theirs["data"]["classes"] != ours["data"]["classes"]:
+        differences.append(f"classes {theirs['data']['classes']} there, {ours['data']['classes']} here")
+    differences += [
+        f"{k} {list(tensors[k].shape)} there, {list(v.shape)} here"
+        for k, v in own.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if set(tensors) != set(own):
+        differences.append(f"{len(set(tensors) ^ set(own))} tensors that only one of them has")
+    if differences:
         raise SIAError(
-            f"{files.last} holds another model ({last_cfg.model.backbone}, classes {last_cfg.data.classes}) than "
-            f"this run ({cfg.model.backbone}, classes {cfg.data.classes})",
+            f"{files.last} holds another model than this run ({'; '.join(differences[:2])})",
             fix=fix,
         )
     return extra.get("iteration") == iteration and all(torch.equal(tensors[k], own[k].cpu()) for k in own)
