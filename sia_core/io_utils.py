@@ -85,7 +85,7 @@ def write_error(err: OSError, path: PathLike, needed: Optional[int] = None) -> W
     folder = path if path.is_dir() else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    reason = err.strerror or type(err).__name__
+    reason = err.strerror or str(err) or type(err).__name__
     if err.errno in _SPACE_ERRNOS:
         try:
             free = shutil.disk_usage(folder).free
