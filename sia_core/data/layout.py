@@ -26,8 +26,8 @@ import numpy as np
 import yaml
 
 from ..classes import DATASET_PRESETS, IGNORE_COLOUR, default_palette
-from ..config import DataConfig
-from ..errors import SIAError
+from ..config import DataConfig, parse_fields
+from ..errors import SIAError, yaml_problem
 from .images import IMAGE_EXTENSIONS, image_size, list_images, read_mask, read_rgb
 from .labels import LABELS_CSV, parse_label_vector, read_label_csv
 
@@ -134,18 +134,18 @@ def apply_to_data_config(desc: dict[str, Any], data: Optional[DataConfig] = None
     data = data if data is not None else DataConfig()
     fields = {f.name for f in dataclasses.fields(DataConfig)}
     updates = {k: _deepcopy(v) for k, v in desc.items() if k in fields}
-    for key in ("mean", "std"):
-        if key in updates:
-            updates[key] = tuple(float(v) for v in updates[key])
+    # Type-check here, naming the dataset.yaml: a bad value must not surface later as an error of --set.
+    updates = parse_fields(DataConfig, updates, where=f"{desc.get('source', 'dataset description')}: data")
     return dataclasses.replace(data, **updates)
 
 
 def _read_dataset_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        msg = str(err).replace("\n", " ")
-        raise SIAError(f"cannot read {path}: {msg}", fix="check the YAML syntax") from err
+    except yaml.YAMLError as err:
+        raise SIAError(f"cannot parse {path}: {yaml_problem(err)}", fix="check the YAML syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SIAError(f"cannot read {path}: {err}", fix="save it as UTF-8 YAML text") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
