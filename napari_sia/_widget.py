@@ -1,24 +1,25 @@
 """The SIA dock widget: image-level labels in, editable tissue masks out, without writing code.
 
-Everything heavy (loading a model, training, prediction, pseudo-labels) runs in napari thread workers that
-call ``sia_core``; this module only builds the UI, keeps the labels CSV in step with the checkboxes and
-turns results into layers in signal handlers on the GUI thread. No model code lives here.
-
-Sections, top to bottom: Images, Classes, Image labels, Model, Fine-tune, Inspect, Pseudo-labels, Mask.
+Sections follow the work, top to bottom: 1 Images, 2 Classes and image labels, 3 Model (train one or choose
+one), 4 Inspect and correct (paint by class name, Save correction, then train again), 5 Pseudo-labels,
+6 Export and open masks, Whole slide; the last three start folded. Every heavy step is a background job
+(``_job_slot``) that calls ``sia_core`` (``_jobs``); this module builds the UI, keeps the labels CSV in step
+with the checkboxes and turns results into layers tied to their image (``_result_layers``): a mask action
+only ever acts on a mask of the current image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils import progress
+from magicgui.widgets import ComboBox, Container, FileEdit, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Qt, Signal
-from qtpy.QtGui import QColor, QGuiApplication
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QGuiApplication, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -27,7 +28,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QRadioButton,
     QScrollArea,
-    QSpinBox,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -45,14 +45,24 @@ from qtpy.QtWidgets import (
 )
 
 from sia_core.config import get_preset
-from sia_core.data.images import IMAGE_EXTENSIONS, list_images, read_rgb
-from sia_core.data.layout import DATASET_PRESETS, DATASET_YAML
-from sia_core.data.sidecars import correction_path, pseudo_label_path
+from sia_core.data.corrections import write_correction
+from sia_core.data.images import IMAGE_EXTENSIONS, list_images, read_mask, read_rgb
+from sia_core.data.layout import DATASET_PRESETS, write_dataset_yaml
+from sia_core.data.sidecars import OUTPUT_DIRS, correction_path, export_path, pseudo_label_path
 from sia_core.errors import SIAError
 from sia_core.run_files import RunFiles
 
-from ._classes import SIA_META, ClassSet, class_set_for_folder, dataset_root, label_colormap, preset_matching
+from ._classes import (
+    SIA_META,
+    UNLABELLED,
+    ClassSet,
+    class_set_for_folder,
+    dataset_root,
+    display_colour,
+    preset_matching,
+)
 from ._images import ImageEntry, LabelBook, csv_header
+from ._job_slot import JobSlot, JobState
 from ._jobs import (
     InspectResult,
     PredictorCache,
@@ -63,9 +73,22 @@ from ._jobs import (
     predict_slide_job,
     pseudo_label_images,
     slide_output_path,
+    slide_result_complete,
     train_job,
 )
 from ._reader import read_mask_layer
+from ._result_layers import (
+    MAP_LAYER_ATTRS,
+    MAP_TITLES,
+    image_of,
+    layer_shape,
+    layers_of,
+    link,
+    map_layer_name,
+    mask_layer_name,
+    masks_of,
+    style_mask,
+)
 from ._tooltips import CUSTOM, EXPORT_FORMATS, PRESENT_CLASSES, PSEUDO_BESIDE, PSEUDO_FOLDER, TOOLTIPS
 from ._triton_guard import block_triton_if_unsafe
 from ._writer import classes_of_layer, write_mask
@@ -75,41 +98,14 @@ if TYPE_CHECKING:
 
 __all__ = ["SIAWidget", "MAP_TITLES"]
 
-MAP_TITLES = {
-    "cam": "CAM",
-    "inhibition": "inhibition",
-    "activation": "region-consistent activation",
-    "rsm": "RSM",
-}
-"""Map key of ``sia_core.predictor.Prediction`` -> the words used in layer names."""
-
 TRAIN_PRESETS = ("cpu", "paper", "test")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CLASSES = "wsss4luad"
-
-
-class _ClosingGeneratorWorker(GeneratorWorker):
-    """A GeneratorWorker that closes its generator, in the worker thread, when ``quit()`` aborts it.
-
-    napari/superqt's GeneratorWorker only stops pulling from the generator on ``quit()`` and leaves it
-    suspended; its ``finally`` blocks (``train_iter``'s checkpoint) would then run whenever it is garbage
-    collected, in any thread, or never. Closing it here writes the checkpoint before ``finished`` is emitted.
-    """
-
-    def work(self) -> Any:
-        try:
-            return super().work()
-        finally:
-            if self.abort_requested:
-                gen = getattr(self, "_gen", None)
-                if gen is not None:
-                    gen.close()
-
-
-class _Relay(QObject):
-    """Carries progress callbacks from a worker thread to the GUI thread (queued signal connection)."""
-
-    progressed = Signal(int, int)
+START_FROM = ("scratch", "model above")
+OTHER_LAYERS = ("remove", "hide", "keep")
+"""What happens to the layers of the image you leave: removed (a painted, unsaved mask is asked about), hidden,
+or kept as they are."""
+ERASE = "erase"
 
 
 def _to_rgb_uint8(data: Any, contrast: Optional[tuple[float, float]] = None) -> np.ndarray:
@@ -129,6 +125,49 @@ def _to_rgb_uint8(data: Any, contrast: Optional[tuple[float, float]] = None) -> 
     lo, hi = contrast if contrast is not None else (float(arr.min()), float(arr.max()))
     scaled = (arr.astype(np.float32) - lo) / max(hi - lo, 1e-6)
     return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+
+
+def _swatch(rgb: list[int]) -> QIcon:
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(*rgb[:3]))
+    return QIcon(pixmap)
+
+
+def _is_edited(layer: Any) -> bool:
+    return bool(layer.metadata.get(SIA_META, {}).get("edited"))
+
+
+class _Section(QWidget):
+    """A titled part of the widget whose body folds away, so the work in progress fits a 768 px screen."""
+
+    def __init__(self, title: str, expanded: bool = True) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        self.header = QToolButton()
+        self.header.setText(title)
+        self.header.setCheckable(True)
+        self.header.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.header.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.header.setStyleSheet("QToolButton { border: none; font-weight: bold; padding: 3px 0px; }")
+        self.header.toggled.connect(self._show_body)
+        layout.addWidget(self.header)
+        self.body = QWidget()
+        layout.addWidget(self.body)
+        self.header.setChecked(expanded)
+        self._show_body(expanded)
+
+    @property
+    def expanded(self) -> bool:
+        return self.header.isChecked()
+
+    def set_expanded(self, expanded: bool) -> None:
+        self.header.setChecked(expanded)
+
+    def _show_body(self, expanded: bool) -> None:
+        self.header.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self.body.setVisible(expanded)
 
 
 class SIAWidget(QWidget):
@@ -151,31 +190,22 @@ class SIAWidget(QWidget):
         self.current: Optional[ImageEntry] = None
         self.folder: Optional[Path] = None
         self._folder_layer: Any = None
+        self._current_id: Optional[str] = None
         self.cache = PredictorCache()
-        self.train_worker: Any = None
-        self.inspect_worker: Any = None
-        self.pseudo_worker: Any = None
-        self.slide_worker: Any = None
-        self._slide_pbar: Any = None
         self.last_run: Optional[Path] = None
-        self._train_pbar: Any = None
-        self._inspect_pbar: Any = None
-        self._pseudo_pbar: Any = None
+        self._pending_run: Optional[Path] = None
         self._train_last: Any = None
         self._pseudo_done = 0
         self._pseudo_total = 0
-        self._pending_run: Optional[Path] = None
+        self._pseudo_dir: Optional[Path] = None
+        self._inspect_notes: dict[str, str] = {}
+        """Image id -> what Inspect showed for it (the Inspect status follows the current image)."""
+        self._paint_layer: Any = None
         self._syncing = False
-        self._relay_inspect = _Relay(self)
-        self._relay_pseudo = _Relay(self)
-        self._relay_inspect.progressed.connect(self._on_inspect_progress)
-        self._relay_pseudo.progressed.connect(self._on_pseudo_progress)
-        self._relay_slide = _Relay(self)
-        self._relay_slide.progressed.connect(self._on_slide_progress)
 
         self._build_ui()
         self._set_classes(self.classes, reload_labels=False)
-        self._on_train_preset(self.train_preset.currentText())
+        self._on_train_preset(self.train_form.preset.value)
 
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
@@ -192,18 +222,21 @@ class SIAWidget(QWidget):
         body = QWidget()
         scroll.setWidget(body)
         layout = QVBoxLayout(body)
-        for build in (
-            self._build_images,
-            self._build_classes,
-            self._build_labels,
-            self._build_model,
-            self._build_train,
-            self._build_inspect,
-            self._build_pseudo,
-            self._build_masks,
-            self._build_slide,
+        layout.setSpacing(4)
+        self.sections: dict[str, _Section] = {}
+        for key, title, expanded, build in (
+            ("images", "1  Images", True, self._build_images),
+            ("labels", "2  Classes and image labels", True, self._build_labels),
+            ("model", "3  Model: train one, or choose one", True, self._build_model),
+            ("inspect", "4  Inspect and correct", True, self._build_inspect),
+            ("pseudo", "5  Pseudo-labels for every labelled image", False, self._build_pseudo),
+            ("export", "6  Export and open masks", False, self._build_export),
+            ("slide", "Whole slide", False, self._build_slide),
         ):
-            layout.addWidget(build())
+            section = _Section(title, expanded)
+            build(section.body)
+            layout.addWidget(section)
+            self.sections[key] = section
         layout.addStretch(1)
         self.setMinimumWidth(340)
 
@@ -217,8 +250,13 @@ class SIAWidget(QWidget):
         button.clicked.connect(slot)
         return button
 
-    def _build_images(self) -> QGroupBox:
-        box = QGroupBox("Images")
+    @staticmethod
+    def _note(text: str = "") -> QLabel:
+        label = QLabel(text)
+        label.setWordWrap(True)
+        return label
+
+    def _build_images(self, box: QWidget) -> None:
         grid = QGridLayout(box)
         self.source_layers = self._tip(QRadioButton("Open layers"), "source_layers")
         self.source_folder = self._tip(QRadioButton("Folder"), "source_folder")
@@ -233,7 +271,7 @@ class SIAWidget(QWidget):
         row.addStretch(1)
         grid.addLayout(row, 0, 0, 1, 3)
         self.folder_edit = self._tip(QLineEdit(), "folder")
-        self.folder_edit.setPlaceholderText("folder of PNG / JPEG / TIFF images")
+        self.folder_edit.setPlaceholderText("folder of images")
         self.folder_edit.returnPressed.connect(lambda: self.open_folder(self.folder_edit.text()))
         grid.addWidget(self.folder_edit, 1, 0, 1, 2)
         grid.addWidget(self._button("Browse...", "browse_folder", self._browse_folder), 1, 2)
@@ -250,132 +288,140 @@ class SIAWidget(QWidget):
         row.addWidget(self.image_combo, 1)
         row.addWidget(self.next_button)
         grid.addLayout(row, 2, 0, 1, 3)
-        self.images_status = QLabel()
-        self.images_status.setWordWrap(True)
+        self.images_status = self._note()
         grid.addWidget(self.images_status, 3, 0, 1, 3)
-        return box
 
-    def _build_classes(self) -> QGroupBox:
-        box = QGroupBox("Classes")
+    def _build_labels(self, box: QWidget) -> None:
         layout = QVBoxLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("classes"))
         self.class_preset = self._tip(QComboBox(), "class_preset")
         self.class_preset.addItems([*DATASET_PRESETS, CUSTOM])
         self.class_preset.currentTextChanged.connect(self._on_class_preset)
-        layout.addWidget(self.class_preset)
+        row.addWidget(self.class_preset, 1)
+        self.edit_classes = self._tip(QToolButton(), "edit_classes")
+        self.edit_classes.setText("edit...")
+        self.edit_classes.setCheckable(True)
+        row.addWidget(self.edit_classes)
+        layout.addLayout(row)
+        self.class_editor = QWidget()
+        editor = QVBoxLayout(self.class_editor)
+        editor.setContentsMargins(0, 0, 0, 0)
         self.class_table = self._tip(QTableWidget(0, 2), "class_table")
         self.class_table.setHorizontalHeaderLabels(["class", "colour"])
         self.class_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.class_table.verticalHeader().setVisible(True)
         self.class_table.itemChanged.connect(self._on_class_name_edited)
         self.class_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        layout.addWidget(self.class_table)
+        editor.addWidget(self.class_table)
         row = QHBoxLayout()
         row.addWidget(self._button("+ class", "add_class", self._add_class))
         row.addWidget(self._button("- class", "remove_class", self._remove_class))
         row.addStretch(1)
-        layout.addLayout(row)
-        return box
-
-    def _build_labels(self) -> QGroupBox:
-        box = QGroupBox("Image labels (classes present in this image)")
-        layout = QVBoxLayout(box)
-        self.checkbox_row = QHBoxLayout()
-        layout.addLayout(self.checkbox_row)
+        editor.addLayout(row)
+        self.class_editor.setVisible(False)
+        self.edit_classes.toggled.connect(self.class_editor.setVisible)
+        layout.addWidget(self.class_editor)
+        layout.addWidget(QLabel("present in this image:"))
+        self.checkbox_grid = QGridLayout()
+        layout.addLayout(self.checkbox_grid)
         self.label_checks: list[QCheckBox] = []
-        self.labels_status = QLabel()
-        self.labels_status.setWordWrap(True)
+        self.labels_status = self._note()
         layout.addWidget(self.labels_status)
-        return box
 
-    def _build_model(self) -> QGroupBox:
-        box = QGroupBox("Model")
-        form = QFormLayout(box)
+    def _build_model(self, box: QWidget) -> None:
+        layout = QVBoxLayout(box)
+        form = QFormLayout()
         self.model_edit = self._tip(QLineEdit(), "model")
         self.model_edit.setPlaceholderText("run folder or .safetensors")
         self.model_edit.textChanged.connect(self._update_cli)
         row = QHBoxLayout()
         row.addWidget(self.model_edit, 1)
         row.addWidget(self._button("Run...", "browse_run", self._browse_run))
-        row.addWidget(self._button("Weights...", "browse_weights", self._browse_weights))
-        form.addRow("weights", row)
+        row.addWidget(self._button("File...", "browse_weights", self._browse_weights))
+        form.addRow("model", row)
         self.device_combo = self._tip(QComboBox(), "device")
         self.device_combo.addItems(list(DEVICES))
         self.device_combo.currentTextChanged.connect(self._update_cli)
         form.addRow("device", self.device_combo)
-        return box
-
-    def _build_train(self) -> QGroupBox:
-        box = QGroupBox("Fine-tune")
-        form = QFormLayout(box)
-        self.train_preset = self._tip(QComboBox(), "train_preset")
-        self.train_preset.addItems(list(TRAIN_PRESETS))
-        self.train_preset.currentTextChanged.connect(self._on_train_preset)
-        form.addRow("preset", self.train_preset)
-        self.iterations = self._tip(QSpinBox(), "iterations")
-        self.iterations.setRange(1, 1_000_000)
-        self.iterations.valueChanged.connect(self._update_cli)
-        form.addRow("iterations", self.iterations)
-        self.start_from = self._tip(QComboBox(), "start_from")
-        self.start_from.addItems(["scratch", "model above"])
-        self.start_from.currentTextChanged.connect(self._update_cli)
-        form.addRow("start from", self.start_from)
-        self.run_dir_edit = self._tip(QLineEdit(), "run_dir")
-        self.run_dir_edit.setPlaceholderText("sia_runs/run-<time> beside the images")
-        self.run_dir_edit.textChanged.connect(self._update_cli)
-        row = QHBoxLayout()
-        row.addWidget(self.run_dir_edit, 1)
-        row.addWidget(self._button("...", "browse_run_dir", self._browse_run_dir))
-        form.addRow("run folder", row)
-        self.train_button = self._button("Train", "train", self.start_training)
-        self.stop_train_button = self._button("Stop", "stop_train", self.stop_training)
-        self.stop_train_button.setEnabled(False)
-        row = QHBoxLayout()
-        row.addWidget(self.train_button, 1)
-        row.addWidget(self.stop_train_button)
-        form.addRow(row)
-        self.train_status = QLabel("idle")
-        self.train_status.setWordWrap(True)
-        form.addRow(self.train_status)
+        layout.addLayout(form)
+        self.train_form = Container(
+            widgets=[
+                ComboBox(name="preset", choices=TRAIN_PRESETS, value="cpu", tooltip=TOOLTIPS["train_preset"]),
+                SpinBox(name="iterations", min=1, max=1_000_000, tooltip=TOOLTIPS["iterations"]),
+                ComboBox(name="start_from", label="start from", choices=START_FROM, tooltip=TOOLTIPS["start_from"]),
+                FileEdit(name="run_folder", label="new run", mode="d", nullable=True, tooltip=TOOLTIPS["run_dir"]),
+            ],
+        )
+        self.train_form.margins = (0, 0, 0, 0)
+        self.train_form.run_folder.line_edit.native.setPlaceholderText("sia_runs/run-<time> beside the images")
+        self.train_form.preset.changed.connect(self._on_train_preset)
+        self.train_form.changed.connect(self._update_cli)
+        layout.addWidget(self.train_form.native)
+        self.train_job = JobSlot(
+            "Train on the labelled images",
+            self.start_training,
+            TOOLTIPS["train"],
+            TOOLTIPS["stop_train"],
+            unit="step",
+            preparing="reading images, building the model",
+        )
+        layout.addWidget(self.train_job)
+        cli = _Section("command line (the same training)", expanded=False)
+        cli.header.setStyleSheet("QToolButton { border: none; padding: 2px 0px; }")
+        row = QHBoxLayout(cli.body)
+        row.setContentsMargins(0, 0, 0, 0)
         self.cli_edit = self._tip(QLineEdit(), "cli")
         self.cli_edit.setReadOnly(True)
-        row = QHBoxLayout()
         row.addWidget(self.cli_edit, 1)
         row.addWidget(self._button("Copy", "copy_cli", self._copy_cli))
-        form.addRow("CLI", row)
-        return box
+        layout.addWidget(cli)
 
-    def _build_inspect(self) -> QGroupBox:
-        box = QGroupBox("Inspect")
-        form = QFormLayout(box)
+    def _build_inspect(self, box: QWidget) -> None:
+        layout = QVBoxLayout(box)
+        form = QFormLayout()
         self.inspect_class = self._tip(QComboBox(), "inspect_class")
         form.addRow("maps for", self.inspect_class)
-        self.inspect_button = self._button("Inspect current image", "inspect", self.inspect)
-        form.addRow(self.inspect_button)
-        self.inspect_status = QLabel()
-        self.inspect_status.setWordWrap(True)
-        form.addRow(self.inspect_status)
-        return box
+        self.other_layers = self._tip(QComboBox(), "other_layers")
+        self.other_layers.addItems(list(OTHER_LAYERS))
+        form.addRow("on ◀ ▶, layers of the image left", self.other_layers)
+        layout.addLayout(form)
+        self.inspect_job = JobSlot(
+            "Inspect current image", self.inspect, TOOLTIPS["inspect"], unit="tile", preparing="loading the model"
+        )
+        layout.addWidget(self.inspect_job)
+        form = QFormLayout()
+        self.paint_class = self._tip(QComboBox(), "paint_class")
+        self.paint_class.activated.connect(self._on_paint_class)  # a user's choice, even of the shown class
+        form.addRow("paint", self.paint_class)
+        layout.addLayout(form)
+        layout.addWidget(self._note(f"Erase = {UNLABELLED}. Hover a pixel: napari shows its class."))
+        self.correction_button = self._button("Save correction", "save_correction", self.save_correction)
+        layout.addWidget(self.correction_button)
+        self.mask_status = self._note()
+        layout.addWidget(self.mask_status)
+        layout.addWidget(self._note("<i>Then train again, starting from the model above.</i>"))
 
-    def _build_pseudo(self) -> QGroupBox:
-        box = QGroupBox("Pseudo-labels")
-        form = QFormLayout(box)
-        self.pseudo_out = self._tip(QComboBox(), "pseudo_out")
-        self.pseudo_out.addItems([PSEUDO_BESIDE, PSEUDO_FOLDER])
-        form.addRow("write to", self.pseudo_out)
-        self.pseudo_button = self._button("Pseudo-label all labelled images", "pseudo", self.start_pseudo)
-        self.stop_pseudo_button = self._button("Stop", "stop_pseudo", self.stop_pseudo)
-        self.stop_pseudo_button.setEnabled(False)
-        row = QHBoxLayout()
-        row.addWidget(self.pseudo_button, 1)
-        row.addWidget(self.stop_pseudo_button)
-        form.addRow(row)
-        self.pseudo_status = QLabel()
-        self.pseudo_status.setWordWrap(True)
-        form.addRow(self.pseudo_status)
-        return box
+    def _build_pseudo(self, box: QWidget) -> None:
+        layout = QVBoxLayout(box)
+        self.pseudo_form = Container(
+            widgets=[ComboBox(name="write_to", label="write to", choices=(PSEUDO_BESIDE, PSEUDO_FOLDER))]
+        )
+        self.pseudo_form.margins = (0, 0, 0, 0)
+        self.pseudo_form.write_to.tooltip = TOOLTIPS["pseudo_out"]
+        layout.addWidget(self.pseudo_form.native)
+        self.pseudo_job = JobSlot(
+            "Pseudo-label all labelled images",
+            self.start_pseudo,
+            TOOLTIPS["pseudo"],
+            TOOLTIPS["stop_pseudo"],
+            unit="image",
+            preparing="loading the model",
+        )
+        layout.addWidget(self.pseudo_job)
+        layout.addWidget(self._button("Show this image's pseudo-mask", "show_pseudo", self.show_pseudo_mask))
 
-    def _build_masks(self) -> QGroupBox:
-        box = QGroupBox("Mask: export and correction")
+    def _build_export(self, box: QWidget) -> None:
         form = QFormLayout(box)
         self.export_format = self._tip(QComboBox(), "export_format")
         self.export_format.addItems(list(EXPORT_FORMATS))
@@ -384,36 +430,35 @@ class SIAWidget(QWidget):
         row.addWidget(self._button("Export mask...", "export", self.export_mask))
         row.addWidget(self._button("Open mask...", "open_mask", self.open_mask))
         form.addRow(row)
-        self.correction_button = self._button("Save correction", "save_correction", self.save_correction)
-        form.addRow(self.correction_button)
-        self.mask_status = QLabel()
-        self.mask_status.setWordWrap(True)
-        form.addRow(self.mask_status)
-        return box
+        self.export_status = self._note()
+        form.addRow(self.export_status)
 
-    def _build_slide(self) -> QGroupBox:
-        box = QGroupBox("Whole slide")
-        form = QFormLayout(box)
-        self.slide_edit = self._tip(QLineEdit(), "slide")
-        self.slide_edit.setPlaceholderText("TIFF / OME-TIFF / SVS slide")
-        row = QHBoxLayout()
-        row.addWidget(self.slide_edit, 1)
-        row.addWidget(self._button("...", "browse_slide", self._browse_slide))
-        form.addRow("slide", row)
-        self.slide_out_edit = self._tip(QLineEdit(), "slide_out")
-        self.slide_out_edit.setPlaceholderText("<slide name>.ome.zarr beside the slide")
-        form.addRow("result", self.slide_out_edit)
-        self.slide_button = self._button("Predict slide", "predict_slide", self.predict_slide)
-        self.stop_slide_button = self._button("Stop", "stop_slide", self.stop_slide)
-        self.stop_slide_button.setEnabled(False)
-        row = QHBoxLayout()
-        row.addWidget(self.slide_button, 1)
-        row.addWidget(self.stop_slide_button)
-        form.addRow(row)
-        self.slide_status = QLabel()
-        self.slide_status.setWordWrap(True)
-        form.addRow(self.slide_status)
-        return box
+    def _build_slide(self, box: QWidget) -> None:
+        layout = QVBoxLayout(box)
+        self.slide_form = Container(
+            widgets=[
+                FileEdit(
+                    name="slide",
+                    mode="r",
+                    filter="Slides (*.tif *.tiff *.svs *.btf)",
+                    nullable=True,
+                    tooltip=TOOLTIPS["slide"],
+                ),
+                FileEdit(name="result", mode="w", nullable=True, tooltip=TOOLTIPS["slide_out"]),
+            ]
+        )
+        self.slide_form.margins = (0, 0, 0, 0)
+        self.slide_form.result.line_edit.native.setPlaceholderText("<slide>.ome.zarr beside the slide")
+        layout.addWidget(self.slide_form.native)
+        self.slide_job = JobSlot(
+            "Predict slide",
+            self.predict_slide,
+            TOOLTIPS["predict_slide"],
+            TOOLTIPS["stop_slide"],
+            unit="tile",
+            preparing="loading the model, finding tissue",
+        )
+        layout.addWidget(self.slide_job)
 
     # ------------------------------------------------------------------------------------------ dialogs
     # Every question goes through these methods, so tests can answer them without a modal dialog.
@@ -497,7 +542,7 @@ class SIAWidget(QWidget):
         for layer in self.viewer.layers:
             if not isinstance(layer, Image) or SIA_META in layer.metadata:
                 continue
-            shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+            shape = layer_shape(layer)
             if (layer.rgb and len(shape) == 3) or (not layer.rgb and len(shape) == 2):
                 out.append(layer)
         return out
@@ -511,7 +556,7 @@ class SIAWidget(QWidget):
 
     def _refresh_entries(self, *_: Any) -> None:
         """Rebuild the image list from the open layers or the folder, keeping the current image."""
-        previous = self.current
+        previous = self._current_id
         if self.mode == "folder" and self.folder is not None:
             paths = list_images(self.folder)
             self.entries = [ImageEntry(p.stem, p, None, self.folder) for p in paths]
@@ -522,16 +567,8 @@ class SIAWidget(QWidget):
             for layer in self._image_layers():
                 path = self._layer_path(layer)
                 self.entries.append(ImageEntry(layer.name, path, layer, path.parent if path else None))
-        index = 0
-        if previous is not None:
-            for i, entry in enumerate(self.entries):
-                same = (entry.layer is not None and entry.layer == previous.layer) or (
-                    entry.layer is None and entry.path == previous.path
-                )
-                if same:
-                    index = i
-                    break
-        self._fill_image_combo(index)
+        ids = [e.id for e in self.entries]
+        self._fill_image_combo(ids.index(previous) if previous in ids else 0)
 
     def _fill_image_combo(self, index: int) -> None:
         self._syncing = True
@@ -554,8 +591,9 @@ class SIAWidget(QWidget):
         return " ".join([entry.key, *marks])
 
     def _update_entry_text(self, entry: ImageEntry) -> None:
-        if entry in self.entries:
-            self.image_combo.setItemText(self.entries.index(entry), self._entry_text(entry))
+        for i, e in enumerate(self.entries):
+            if e.id == entry.id:
+                self.image_combo.setItemText(i, self._entry_text(entry))
         self._update_images_status()
 
     def _update_images_status(self) -> None:
@@ -581,58 +619,100 @@ class SIAWidget(QWidget):
     def _select(self, index: Optional[int]) -> None:
         self.current = self.entries[index] if index is not None else None
         entry = self.current
+        moved = (entry.id if entry is not None else None) != self._current_id
+        self._current_id = entry.id if entry is not None else None
+        resized = False
         if entry is not None and entry.layer is None and entry.path is not None:
-            self._show_folder_image(entry)
-        active = self.viewer.layers.selection.active
-        if entry is not None and entry.layer is not None and active != entry.layer:
-            self._syncing = True
-            try:
-                self.viewer.layers.selection.active = entry.layer
-            finally:
-                self._syncing = False
-        self._show_only_current_results()
+            resized = self._show_folder_image(entry)
+        if entry is not None:
+            self._follow(entry, refit=moved or resized)
+        self._sync_paint_target()
         self._sync_checkboxes()
         self._update_images_status()
         self._update_cli()
 
-    def _show_folder_image(self, entry: ImageEntry) -> None:
+    def _show_folder_image(self, entry: ImageEntry) -> bool:
+        """Show a folder image in the one folder-image layer; True when the view needs refitting."""
         try:
             rgb = read_rgb(entry.path)
         except SIAError as err:
             show_error(f"SIA: {err}")
-            return
+            return False
         layer = self._folder_layer
         if layer is None or layer not in self.viewer.layers:
-            layer = self.viewer.add_image(
-                rgb, name=entry.name, rgb=True, metadata={SIA_META: {"kind": "folder-image"}}
-            )
+            layer = self.viewer.add_image(rgb, name=entry.name, rgb=True, metadata={SIA_META: {"kind": "folder-image"}})
             self._folder_layer = layer
-            self.viewer.reset_view()
+            resized = True
         else:
-            reset = layer.data.shape != rgb.shape
+            resized = layer.data.shape != rgb.shape
             layer.data = rgb
             layer.name = entry.name
-            if reset:
-                self.viewer.reset_view()
-        layer.metadata[SIA_META]["image"] = self._entry_id(entry)
+        layer.metadata[SIA_META]["image"] = entry.id
+        return resized
+
+    def _image_layer(self, entry: ImageEntry) -> Any:
+        layer = entry.layer if entry.layer is not None else self._folder_layer
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    def _follow(self, entry: ImageEntry, refit: bool) -> None:
+        """Make the view describe ``entry``: other images' layers as chosen, its mask shown and selected,
+        the view fitted to it, the Inspect status its own."""
+        self._put_away_other_layers(entry)
+        image_layer = self._image_layer(entry)
+        own = masks_of(self.viewer, entry.id)
+        if own:
+            own[0].visible = True
+        target = own[0] if own else image_layer
+        if target is not None and self.viewer.layers.selection.active != target:
+            self._syncing = True
+            try:
+                self.viewer.layers.selection.active = target
+            finally:
+                self._syncing = False
+        if refit and image_layer is not None:
+            self.viewer.fit_to_view(layers=[image_layer])
+        self.inspect_job.set_status(self._inspect_notes.get(entry.id, f"{entry.name}: not inspected yet"))
+
+    def _put_away_other_layers(self, entry: ImageEntry) -> None:
+        """Hide or remove (as chosen) the layers SIA made for other images."""
+        policy = self.other_layers.currentText()
+        if policy == "keep":
+            return
+        for layer in list(self.viewer.layers):
+            owner = image_of(layer)
+            if owner is None or owner == entry.id or layer.metadata[SIA_META].get("kind") == "folder-image":
+                continue
+            meta = layer.metadata[SIA_META]
+            if policy == "remove" and not meta.get("keep"):
+                if not _is_edited(layer) or self._ask_yes_no(
+                    "Remove painted mask?",
+                    f"'{layer.name}' has paint that is not saved as a correction. Remove it? (No: keep it, hidden)",
+                ):
+                    self.viewer.layers.remove(layer)
+                    continue
+                meta["keep"] = True
+            layer.visible = False
 
     def _on_layers_changed(self, event: Any = None) -> None:
-        if self.mode == "layers":
-            layer = getattr(event, "value", None)
-            if layer is None or SIA_META not in getattr(layer, "metadata", {}):
-                self._refresh_entries()
+        layer = getattr(event, "value", None)
+        if self.mode == "layers" and (layer is None or SIA_META not in getattr(layer, "metadata", {})):
+            self._refresh_entries()
+        else:
+            self._sync_paint_target()
 
     def _on_active_layer(self, event: Any = None) -> None:
-        if self._syncing or self.mode != "layers":
+        """Selection follows the image: selecting an image's layer (or a layer tied to it) makes it current."""
+        if self._syncing:
             return
         active = self.viewer.layers.selection.active
-        for i, entry in enumerate(self.entries):
-            if entry.layer == active and self.image_combo.currentIndex() != i:
-                self.image_combo.setCurrentIndex(i)
-                return
-
-    def _entry_id(self, entry: ImageEntry) -> str:
-        return str(entry.path) if entry.path is not None else f"layer:{entry.name}"
+        if active is not None:
+            owner = image_of(active)
+            for i, entry in enumerate(self.entries):
+                mine = (entry.layer is not None and entry.layer == active) or owner == entry.id
+                if mine and self.image_combo.currentIndex() != i:
+                    self.image_combo.setCurrentIndex(i)
+                    return
+        self._sync_paint_target()
 
     def _entry_image(self, entry: ImageEntry) -> Any:
         """What the predictor gets: the layer's pixels (layer mode) or the file (read in the worker)."""
@@ -641,11 +721,14 @@ class SIAWidget(QWidget):
         return entry.path
 
     def _entry_shape(self, entry: ImageEntry) -> Optional[tuple[int, int]]:
-        layer = entry.layer if entry.layer is not None else self._folder_layer
+        layer = self._image_layer(entry)
+        return layer_shape(layer)[:2] if layer is not None else None
+
+    def _placement(self, entry: ImageEntry) -> dict[str, Any]:
+        layer = self._image_layer(entry)
         if layer is None:
-            return None
-        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
-        return int(shape[0]), int(shape[1])
+            return {}
+        return {"translate": tuple(layer.translate)[-2:], "scale": tuple(layer.scale)[-2:]}
 
     # ------------------------------------------------------------------------------------------ classes
     def _on_class_preset(self, name: str) -> None:
@@ -658,16 +741,20 @@ class SIAWidget(QWidget):
         self._set_classes(classes)
 
     def _set_classes(self, classes: ClassSet, reload_labels: bool = True) -> None:
-        """Use ``classes`` everywhere: table, checkboxes, inspect selector, labels CSV."""
+        """Use ``classes`` everywhere: table, checkboxes, paint and inspect choosers, labels CSV."""
         self.classes = classes
         self._syncing = True
         try:
             self.class_preset.setCurrentText(classes.preset or CUSTOM)
             self.class_table.setRowCount(len(classes.names))
+            # One numbering everywhere: a row is headed by the label value its class paints.
+            self.class_table.setVerticalHeaderLabels([str(i) for i in range(len(classes.names))])
             for i, (name, colour) in enumerate(zip(classes.names, classes.palette)):
                 self.class_table.setItem(i, 0, QTableWidgetItem(name))
                 button = QPushButton()
-                button.setStyleSheet(f"background-color: rgb({colour[0]}, {colour[1]}, {colour[2]});")
+                shown = display_colour(colour)
+                button.setStyleSheet(f"background-color: rgb({shown[0]}, {shown[1]}, {shown[2]});")
+                button.setToolTip(f"files: rgb{tuple(colour)}; on screen: rgb{tuple(shown)}")
                 button.clicked.connect(lambda _=False, row=i: self._pick_colour(row))
                 self.class_table.setCellWidget(i, 1, button)
             self.class_table.resizeRowsToContents()
@@ -679,12 +766,17 @@ class SIAWidget(QWidget):
             )
             self.inspect_class.clear()
             self.inspect_class.addItems([PRESENT_CLASSES, *classes.names])
+            self.paint_class.clear()
+            for i, name in enumerate(classes.names):
+                self.paint_class.addItem(_swatch(display_colour(classes.palette[i])), f"{name}  (label {i})")
+            self.paint_class.addItem(f"{ERASE}: {UNLABELLED}")
         finally:
             self._syncing = False
         self._rebuild_checkboxes()
         if reload_labels:
             self.book = LabelBook(classes.names)
             self._fill_image_combo(max(self.image_combo.currentIndex(), 0))
+        self._sync_paint_target()
         self._update_cli()
 
     def _on_class_name_edited(self, item: QTableWidgetItem) -> None:
@@ -719,40 +811,28 @@ class SIAWidget(QWidget):
         """Type classes by hand: names (and RGB colours)."""
         self._set_classes(ClassSet.custom(list(names), palette))
 
-    def _write_dataset_yaml(self, folder: Path) -> None:
-        """Record custom classes beside the images (dataset.yaml), for the CLI and for reopening."""
+    def _record_custom_classes(self, folder: Path) -> None:
+        """Custom classes go to dataset.yaml beside the images, for the CLI and for reopening the folder."""
         if self.classes.preset is not None:
             return
-        import yaml
-
-        from sia_core.io_utils import atomic_write_text
-
-        target = dataset_root(folder) / DATASET_YAML
-        if target.exists():
-            try:
-                existing = yaml.safe_load(target.read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                return
-            if existing.get("source") != "napari-sia" or existing.get("classes") == self.classes.names:
-                return  # never rewrite a dataset.yaml the user wrote
         try:
-            atomic_write_text(target, yaml.safe_dump(self.classes.to_yaml_dict(), sort_keys=False))
-        except OSError as err:
-            show_warning(f"SIA: cannot write {target}: {err}")
+            write_dataset_yaml(dataset_root(folder), self.classes.description())
+        except SIAError as err:
+            show_warning(f"SIA: {err}")
 
     # ------------------------------------------------------------------------------------------ labels
     def _rebuild_checkboxes(self) -> None:
         for check in self.label_checks:
-            self.checkbox_row.removeWidget(check)
+            self.checkbox_grid.removeWidget(check)
             check.deleteLater()
         self.label_checks = []
         for i, name in enumerate(self.classes.names):
             check = QCheckBox(name)
             check.setToolTip(TOOLTIPS["labels"])
-            colour = self.classes.palette[i]
+            colour = display_colour(self.classes.palette[i])
             check.setStyleSheet(f"QCheckBox::indicator:checked {{ background-color: rgb{tuple(colour)}; }}")
             check.toggled.connect(self._on_label_toggled)
-            self.checkbox_row.addWidget(check)
+            self.checkbox_grid.addWidget(check, i // 3, i % 3)
             self.label_checks.append(check)
         self._sync_checkboxes()
 
@@ -804,7 +884,7 @@ class SIAWidget(QWidget):
             self._sync_checkboxes()
             return
         if written is not None and entry.csv_folder is not None:
-            self._write_dataset_yaml(entry.csv_folder)
+            self._record_custom_classes(entry.csv_folder)
         self._labels_message(entry, "csv" if written is not None else "")
         self._update_entry_text(entry)
 
@@ -845,7 +925,7 @@ class SIAWidget(QWidget):
 
     # ------------------------------------------------------------------------------------------ training
     def _on_train_preset(self, name: str) -> None:
-        self.iterations.setValue(get_preset(name).train.iterations)
+        self.train_form.iterations.value = get_preset(name).train.iterations
         self._update_cli()
 
     def _data_root(self) -> Optional[Path]:
@@ -859,23 +939,23 @@ class SIAWidget(QWidget):
         return root / "sia_runs" / time.strftime("run-%Y%m%d-%H%M%S")
 
     def _train_request(self, out_dir: Optional[Path] = None, force: bool = False) -> TrainRequest:
-        text = self.run_dir_edit.text().strip()
+        form = self.train_form
         init = None
-        if self.start_from.currentText() != "scratch" and self.model_edit.text().strip():
+        if form.start_from.value != "scratch" and self.model_edit.text().strip():
             init = Path(self.model_edit.text().strip()).expanduser()
         return TrainRequest(
-            preset=self.train_preset.currentText(),
+            preset=form.preset.value,
             classes=self.classes,
-            iterations=self.iterations.value(),
+            iterations=int(form.iterations.value),
             device=self.device,
-            out_dir=out_dir or (Path(text).expanduser() if text else Path("<run folder>")),
+            out_dir=out_dir or form.run_folder.value or Path("<run folder>"),
             data_root=self._data_root(),
             init_from=init,
             force=force,
         )
 
     def _update_cli(self, *_: Any) -> None:
-        if not hasattr(self, "cli_edit") or self.train_worker is not None:
+        if not hasattr(self, "cli_edit") or self.train_job.busy:
             return
         self.cli_edit.setText(cli_command(self._train_request()))
         self.cli_edit.setCursorPosition(0)
@@ -883,14 +963,9 @@ class SIAWidget(QWidget):
     def _copy_cli(self) -> None:
         QGuiApplication.clipboard().setText(self.cli_edit.text())
 
-    def _browse_run_dir(self) -> None:
-        folder = self._ask_directory("Folder for the new run", self.run_dir_edit.text())
-        if folder:
-            self.run_dir_edit.setText(folder)
-
     def start_training(self) -> None:
-        """Train (or fine-tune) on every labelled image in a thread worker."""
-        if self.train_worker is not None:
+        """Train (or fine-tune) on every labelled image in a background job."""
+        if self.train_job.busy:
             return
         try:
             self.classes.validate()
@@ -904,8 +979,7 @@ class SIAWidget(QWidget):
                 "images; in-memory layers need to be saved as files first)"
             )
             return
-        text = self.run_dir_edit.text().strip()
-        out_dir = Path(text).expanduser() if text else self._default_run_dir()
+        out_dir = self.train_form.run_folder.value or self._default_run_dir()
         force = False
         if RunFiles(out_dir).holds_run():
             if not self._ask_yes_no("Replace run?", f"{out_dir} already holds a run. Replace it?"):
@@ -918,84 +992,48 @@ class SIAWidget(QWidget):
         self.cli_edit.setText(cli_command(request))
         n_corr = sum(correction_path(p).is_file() for p, _ in items)
         self._train_last = None
-        self.train_status.setText(
-            f"starting: {len(items)} images ({n_corr} with corrected masks) -> {out_dir}"
-        )
-        self._train_pbar = progress(total=request.iterations, desc="SIA training")
-        worker = create_worker(
+        self._pending_run = out_dir
+        self.train_job.run(
             train_job,
             request,
             items,
-            _worker_class=_ClosingGeneratorWorker,
-            _connect={
-                "yielded": self._on_train_step,
-                "errored": self._on_worker_error,
-                "finished": self._on_train_finished,
-            },
-            _start_thread=False,
+            generator=True,
+            on_yield=self._on_train_step,
+            on_end=self._on_train_end,
+            status=f"{len(items)} images ({n_corr} with corrected masks) -> {out_dir}",
         )
-        self.train_worker = worker
-        self.train_button.setEnabled(False)
-        self.stop_train_button.setEnabled(True)
-        self._pending_run = out_dir
-        worker.start()
 
     def stop_training(self) -> None:
         """Stop at the next step; the worker closes the training generator, which saves a checkpoint."""
-        if self.train_worker is not None:
-            self.train_worker.quit()
-            self.stop_train_button.setEnabled(False)
-            self.train_status.setText("stopping after this step...")
+        self.train_job.stop()
 
     def _on_train_step(self, info: Any) -> None:
-        if self.train_worker is None:
-            return  # arrived after the end
         self._train_last = info
         loss = info.logs.get("loss", float("nan"))
-        self.train_status.setText(
-            f"step {info.iteration}/{info.total}, loss {loss:.3f}, {info.images_per_s:.1f} img/s"
-        )
-        # Last: napari's progress bar calls processEvents(), so `finished` may run inside these calls.
-        pbar = self._train_pbar
-        if pbar is not None:
-            pbar.set_description(f"SIA training: loss {loss:.3f}, {info.images_per_s:.1f} img/s")
-            pbar.update(info.iteration - pbar.n)
+        self.train_job.set_status(f"step {info.iteration}: loss {loss:.3f}, {info.images_per_s:.1f} images/s")
+        self.train_job.report(info.iteration, info.total)
 
-    def _on_train_finished(self) -> None:
-        worker, self.train_worker = self.train_worker, None
-        pbar, self._train_pbar = self._train_pbar, None
-        if pbar is not None:
-            pbar.close()
-        self.train_button.setEnabled(True)
-        self.stop_train_button.setEnabled(False)
+    def _on_train_end(self, state: JobState) -> None:
         out_dir = self._pending_run
         info = self._train_last
-        weights = out_dir / "last.safetensors"
-        if weights.is_file():
+        weights = out_dir / "last.safetensors" if out_dir is not None else None
+        if weights is not None and weights.is_file() and info is not None:
             self.last_run = out_dir
             self.cache.clear()
             self.model_edit.setText(str(out_dir))
-            done = info.iteration if info is not None else 0
-            total = info.total if info is not None else self.iterations.value()
-            verb = "stopped" if worker is not None and worker.abort_requested else "finished"
-            if done < total and verb == "finished":
+            verb = {JobState.STOPPED: "stopped", JobState.FAILED: "failed"}.get(state, "finished")
+            if verb == "finished" and info.iteration < info.total:
                 verb = "ended"
-            self.train_status.setText(f"{verb} at step {done}/{total}; weights: {weights}")
-        elif not self.train_status.text().startswith("error"):
-            self.train_status.setText("ended before the first step; nothing saved")
+            self.train_job.set_status(f"{verb} at step {info.iteration}/{info.total}; weights: {weights}")
+            self.sections["inspect"].set_expanded(True)
+        elif state != JobState.FAILED:
+            self.train_job.set_status("ended before the first step; nothing saved")
         self._update_cli()
-
-    def _on_worker_error(self, exc: Exception) -> None:
-        message = str(exc) if isinstance(exc, SIAError) else f"{type(exc).__name__}: {exc}"
-        show_error(f"SIA: {message}")
-        for status in (self.train_status, self.inspect_status, self.pseudo_status, self.slide_status):
-            if status.text().startswith(("starting", "step", "computing", "writing", "stopping")):
-                status.setText(f"error: {message}")
 
     # ------------------------------------------------------------------------------------------ inspect
     def inspect(self) -> None:
-        """Compute CAM, inhibition map, region-consistent activation, RSM and refined mask of this image."""
-        if self.inspect_worker is not None:
+        """Compute the maps and the mask of the current image in a background job."""
+        if self.inspect_job.busy:
             return
         entry = self.current
         if entry is None:
@@ -1011,62 +1049,20 @@ class SIAWidget(QWidget):
         except SIAError as err:
             show_error(f"SIA: {err}")
             return
-        self.inspect_status.setText(f"computing {entry.name}...")
-        self._inspect_pbar = progress(total=0, desc=f"SIA inspect {entry.name}")
-        worker = create_worker(
+        self.inspect_job.run(
             inspect_image,
             self.cache,
             model,
             self.device,
             image,
             labels,
-            progress=self._relay_inspect.progressed.emit,
-            _connect={
-                "returned": lambda result: self._on_inspect_done(entry, result),
-                "errored": self._on_worker_error,
-                "finished": self._on_inspect_finished,
-            },
-            _start_thread=False,
+            progress=self.inspect_job.report,
+            status=f"computing {entry.name}...",
+            on_return=lambda result: self._on_inspect_done(entry, result, labels is not None),
         )
-        self.inspect_worker = worker
-        self.inspect_button.setEnabled(False)
-        worker.start()
 
-    def _on_inspect_progress(self, done: int, total: int) -> None:
-        if self.inspect_worker is None:
-            return  # arrived after the end
-        self.inspect_status.setText(f"computing: tile {done}/{total}")
-        pbar = self._inspect_pbar  # last: it may process events (see _on_train_step)
-        if pbar is not None:
-            if pbar.total != total:
-                pbar.total = total
-            pbar.update(done - pbar.n)
-
-    def _on_inspect_finished(self) -> None:
-        self.inspect_worker = None
-        self.inspect_button.setEnabled(True)
-        pbar, self._inspect_pbar = self._inspect_pbar, None
-        if pbar is not None:
-            pbar.close()
-
-    def _layer_named(self, name: str) -> Any:
-        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
-
-    def _placement(self, entry: ImageEntry) -> dict[str, Any]:
-        layer = entry.layer if entry.layer is not None else self._folder_layer
-        if layer is None:
-            return {}
-        return {"translate": tuple(layer.translate)[-2:], "scale": tuple(layer.scale)[-2:]}
-
-    def mask_layer_name(self, entry: ImageEntry) -> str:
-        return f"SIA refined mask ({entry.name})"
-
-    @staticmethod
-    def map_layer_name(kind: str, class_name: str, entry: ImageEntry) -> str:
-        return f"SIA {MAP_TITLES[kind]} [{class_name}] ({entry.name})"
-
-    def _on_inspect_done(self, entry: ImageEntry, result: InspectResult) -> None:
-        if entry not in self.entries:
+    def _on_inspect_done(self, entry: ImageEntry, result: InspectResult, labelled: bool) -> None:
+        if entry.id not in {e.id for e in self.entries}:
             return  # the image was closed meanwhile
         classes = result.classes
         if not classes.same_classes(self.classes):
@@ -1079,88 +1075,354 @@ class SIAWidget(QWidget):
             wanted = [classes.names.index(choice)]
         else:
             wanted = [i for i in range(classes.num_classes) if result.present[i]]
-        image_id = self._entry_id(entry)
         placement = self._placement(entry)
-        keep: set[str] = set()
-        first = True
+        old_maps = {
+            (m["map"], m["class"]): layer
+            for layer in layers_of(self.viewer, entry.id)
+            if (m := layer.metadata[SIA_META]).get("kind") == "map"
+        }
+        kept: set[tuple[str, str]] = set()
         for kind, maps in result.maps.items():
             for c in wanted:
-                name = self.map_layer_name(kind, classes.names[c], entry)
-                keep.add(name)
-                meta = {SIA_META: {"kind": "map", "map": kind, "class": classes.names[c], "image": image_id}}
-                layer = self._layer_named(name)
+                key = (kind, classes.names[c])
+                kept.add(key)
+                layer = old_maps.get(key)
                 if layer is not None:
                     layer.data = maps[c]
-                    layer.metadata.update(meta)
-                else:
-                    self.viewer.add_image(
-                        maps[c],
-                        name=name,
-                        colormap="turbo",
-                        contrast_limits=(0.0, 1.0),
-                        opacity=0.5,
-                        blending="translucent",
-                        visible=first,
-                        metadata=meta,
-                        **placement,
-                    )
-                first = False
-        for layer in list(self.viewer.layers):  # maps of classes or kinds not computed this time
-            meta = layer.metadata.get(SIA_META, {})
-            if meta.get("kind") == "map" and meta.get("image") == image_id and layer.name not in keep:
+                    continue
+                layer = self.viewer.add_image(
+                    maps[c],
+                    name=map_layer_name(kind, classes.names[c], entry.name),
+                    metadata={SIA_META: {"kind": "map", "map": kind, "class": classes.names[c], "image": entry.id}},
+                    **MAP_LAYER_ATTRS,
+                    **placement,
+                )
+                layer.colorbar.visible = True
+        for key, layer in old_maps.items():  # maps of classes or kinds not computed this time
+            if key not in kept:
                 self.viewer.layers.remove(layer)
-        self._set_mask_layer(entry, result.refined, classes, image_id, placement)
-        present = ", ".join(classes.names[i] for i in range(classes.num_classes) if result.present[i])
+        what = "refined mask (labels given)" if labelled else "prediction (no labels given)"
+        mask = result.refined if labelled else result.label_map
+        self._set_mask_layer(entry, mask, classes, placement, what)
+        present = ", ".join(classes.names[i] for i in wanted)
         scores = ", ".join(f"{n} {s:.2f}" for n, s in zip(classes.names, result.scores))
-        self.inspect_status.setText(f"{entry.name}: maps for {present} (classifier: {scores})")
+        note = f"{entry.name}: {what} shown; maps of {present} added hidden (eye icon shows them). Classifier: {scores}"
+        self._inspect_notes[entry.id] = note
+        if self.current is not None and self.current.id == entry.id:
+            self._follow(entry, refit=False)
+        elif self.current is not None:  # the user moved on while it ran: treat it as an image left
+            self._put_away_other_layers(self.current)
 
     def _set_mask_layer(
-        self, entry: ImageEntry, refined: np.ndarray, classes: ClassSet, image_id: str, placement: dict
+        self, entry: ImageEntry, data: np.ndarray, classes: ClassSet, placement: dict, what: str
     ) -> None:
-        name = self.mask_layer_name(entry)
-        meta = {**classes.metadata(), "kind": "mask", "image": image_id, "edited": False}
-        layer = self._layer_named(name)
-        if layer is not None:
-            if layer.metadata.get(SIA_META, {}).get("edited") and not self._ask_yes_no(
-                "Replace edited mask?", f"'{name}' has been painted on. Replace it with the new prediction?"
+        meta = {**classes.metadata(), "kind": "mask", "image": entry.id, "edited": False, "shows": what}
+        existing = [m for m in masks_of(self.viewer, entry.id) if m.metadata[SIA_META].get("kind") == "mask"]
+        if existing:
+            layer = existing[0]
+            if _is_edited(layer) and not self._ask_yes_no(
+                "Replace edited mask?", f"'{layer.name}' has been painted on. Replace it with the new prediction?"
             ):
                 return
-            layer.data = refined
-            layer.colormap = label_colormap(classes)
+            layer.data = data
             layer.metadata[SIA_META] = meta
         else:
             layer = self.viewer.add_labels(
-                refined,
-                name=name,
-                colormap=label_colormap(classes),
-                opacity=0.5,
-                metadata={SIA_META: meta},
-                **placement,
+                data, name=mask_layer_name(entry.name), opacity=0.7, metadata={SIA_META: meta}, **placement
             )
             layer.events.paint.connect(lambda event, lyr=layer: self._mark_edited(lyr))
-        self.viewer.layers.selection.active = layer
+            present = [int(v) for v in np.unique(data) if v < classes.num_classes]
+            layer.selected_label = present[0] if present else 0  # napari would start at label 1
+        style_mask(layer, classes)
 
     @staticmethod
     def _mark_edited(layer: Any) -> None:
         layer.metadata.setdefault(SIA_META, {})["edited"] = True
 
-    def _show_only_current_results(self) -> None:
-        """Folder mode shows one image at a time: hide SIA layers of other images, show this one's."""
-        if self.mode != "folder" or self.current is None:
+    # ------------------------------------------------------------------------------------------ paint
+    def _paint_target(self) -> Any:
+        """The mask painting applies to: the selected Labels layer of the current image, else its top mask."""
+        from napari.layers import Labels
+
+        if self.current is None:
+            return None
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Labels) and image_of(active) == self.current.id:
+            return active
+        own = masks_of(self.viewer, self.current.id)
+        return own[0] if own else None
+
+    def _sync_paint_target(self) -> None:
+        """Point the paint chooser at the current image's mask and show the label it paints."""
+        if not hasattr(self, "paint_class"):
             return
-        current = self._entry_id(self.current)
-        for layer in self.viewer.layers:
-            meta = layer.metadata.get(SIA_META, {})
-            if meta.get("kind") in ("map", "mask") and "image" in meta:
-                if meta["image"] != current:
-                    layer.visible = False
-                elif meta["kind"] == "mask":
-                    layer.visible = True
+        layer = self._paint_target()
+        previous = self._paint_layer
+        if previous is not None and previous != layer:
+            for event in (previous.events.selected_label, previous.events.mode):
+                with contextlib.suppress(TypeError, RuntimeError, ValueError):
+                    event.disconnect(self._on_layer_label)
+        self._paint_layer = layer
+        self.paint_class.setEnabled(layer is not None)
+        if layer is None:
+            self.paint_class.setToolTip(TOOLTIPS["paint_class"] + " (no mask for this image yet: Inspect it)")
+            return
+        self.paint_class.setToolTip(TOOLTIPS["paint_class"])
+        if previous != layer:
+            layer.events.selected_label.connect(self._on_layer_label)
+            layer.events.mode.connect(self._on_layer_label)
+        self._on_layer_label()
+
+    def _on_layer_label(self, *_: Any) -> None:
+        layer = self._paint_layer
+        if layer is None:
+            return
+        erase = self.paint_class.count() - 1
+        value = int(layer.selected_label)
+        index = erase if str(layer.mode) == ERASE or value == self.classes.ignore_index else value
+        self._syncing = True
+        try:
+            self.paint_class.setCurrentIndex(index if 0 <= index <= erase else -1)
+        finally:
+            self._syncing = False
+
+    def _on_paint_class(self, index: int) -> None:
+        if self._syncing or index < 0:
+            return
+        self.set_paint_class(self.classes.names[index] if index < self.classes.num_classes else ERASE)
+
+    def set_paint_class(self, name: str) -> None:
+        """Paint the current image's mask with class ``name`` (``"erase"``: mark pixels unlabelled)."""
+        layer = self._paint_target()
+        if layer is None:
+            show_error("SIA: no mask to paint for this image (fix: Inspect it, or open a mask for it)")
+            return
+        if name == ERASE:
+            layer.mode = ERASE
+        else:
+            if name not in self.classes.names:
+                show_error(f"SIA: no class '{name}' (classes: {', '.join(self.classes.names)})")
+                return
+            layer.selected_label = self.classes.names.index(name)
+            layer.mode = "paint"
+        if self.viewer.layers.selection.active != layer:
+            self._syncing = True
+            try:
+                self.viewer.layers.selection.active = layer
+            finally:
+                self._syncing = False
+        self._on_layer_label()
+
+    # ------------------------------------------------------------------------------------------ masks
+    def mask_for_current(self, action: str) -> Any:
+        """The mask of the current image that ``action`` acts on, or None after saying why (never another
+        image's mask: a Labels layer tied to another image is refused, an untied one is used only if the user
+        says it belongs to this image and it has this image's size)."""
+        from napari.layers import Labels
+
+        entry = self.current
+        if entry is None:
+            active = self.viewer.layers.selection.active
+            if isinstance(active, Labels):
+                return active
+            show_error(f"SIA: no mask to {action} (fix: open an image and Inspect it, or select a Labels layer)")
+            return None
+        active = self.viewer.layers.selection.active
+        own = masks_of(self.viewer, entry.id)
+        if isinstance(active, Labels) and image_of(active) != entry.id:
+            owner = image_of(active)
+            if owner is not None:
+                show_error(
+                    f"SIA: '{active.name}' is the mask of another image ({Path(owner).name}), not of "
+                    f"{entry.name} (fix: go back to that image, or select {entry.name}'s own mask)"
+                )
+                return None
+            shape = self._entry_shape(entry)
+            if shape is not None and layer_shape(active) != shape:
+                show_error(
+                    f"SIA: '{active.name}' is {layer_shape(active)}, image {entry.name} is {shape} "
+                    f"(fix: select {entry.name}'s own mask)"
+                )
+                return None
+            if not self._ask_yes_no(
+                "Use this mask?", f"'{active.name}' is tied to no image. Use it as the mask of {entry.name}?"
+            ):
+                return None
+            link(active, entry.id)
+            return active
+        if isinstance(active, Labels):
+            return active
+        if len(own) == 1:
+            return own[0]
+        if not own:
+            show_error(f"SIA: {entry.name} has no mask to {action} (fix: Inspect it, or Open mask... for it)")
+        else:
+            names = ", ".join(f"'{m.name}'" for m in own)
+            show_error(f"SIA: {entry.name} has several masks ({names}) (fix: select the one to {action})")
+        return None
+
+    def export_mask(self) -> Optional[Path]:
+        """Save the current image's mask in the chosen format (suggested in sia_exports/; asks before replacing)."""
+        layer = self.mask_for_current("export")
+        if layer is None:
+            return None
+        ext = EXPORT_FORMATS[self.export_format.currentText()]
+        entry = self.current
+        if entry is not None and entry.path is not None:
+            suggested = export_path(entry.path, ext)
+        else:
+            suggested = Path.home() / f"{entry.name if entry is not None else layer.name}_mask{ext}"
+        chosen = self._ask_save_path("Export mask", str(suggested), f"*{ext}")
+        if not chosen:
+            return None
+        path = Path(chosen)
+        if not path.name.lower().endswith(ext):
+            path = path.with_name(path.name + ext)
+        if self._would_be_listed(path):
+            if not self._ask_yes_no(
+                "Save among the images?",
+                f"{path.name} would then be listed, and labelled, as an image. Save it in "
+                f"{export_path(path, ext).parent.name}/ instead?",
+            ):
+                return None
+            path = path.parent / export_path(path, ext).parent.name / path.name
+        overwrite = False
+        if path.exists():
+            if not self._ask_yes_no("Replace file?", f"{path} exists. Replace it?"):
+                return None
+            overwrite = True
+        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        try:
+            written = write_mask(path, data, classes_of_layer(data, layer.metadata), overwrite=overwrite)
+        except SIAError as err:
+            show_error(f"SIA: {err}")
+            return None
+        self.export_status.setText(f"exported {layer.name} -> {written}")
+        return written
+
+    def _would_be_listed(self, path: Path) -> bool:
+        """Would ``path`` show up in the image list (an image extension inside the listed folder)?"""
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            return False
+        if self.mode == "folder" and self.folder is not None:
+            folder = self.folder
+        elif self.current is not None and self.current.path is not None:
+            folder = self.current.path.parent
+        else:
+            return False
+        try:
+            rel = path.resolve().relative_to(folder)
+        except ValueError:
+            return False
+        return not any(part in OUTPUT_DIRS or part.startswith(".") for part in rel.parts[:-1])
+
+    def open_mask(self) -> None:
+        """Open a mask file as a Labels layer of the current image (GeoJSON sized like this image)."""
+        start = ""
+        if self.current is not None and self.current.path is not None:
+            start = str(self.current.path.parent)
+        chosen = self._ask_open_file(
+            "Open mask", start, "Masks (*.tif *.tiff *.png *.geojson *.json *.zarr);;All files (*)"
+        )
+        if chosen:
+            self.add_mask_file(Path(chosen))
+
+    def add_mask_file(self, path: Path) -> Any:
+        """Add a mask file as a Labels layer over the current image, tied to it when it has its size."""
+        shape = self._entry_shape(self.current) if self.current is not None else None
+        try:
+            data, attrs, _ = read_mask_layer(path, shape)
+        except SIAError as err:
+            show_error(f"SIA: {err}")
+            return None
+        if self.current is not None:
+            attrs.update(self._placement(self.current))
+        layer = self.viewer.add_labels(data, **attrs)
+        if self.current is not None:
+            if shape is not None and layer_shape(layer)[:2] == shape:
+                link(layer, self.current.id, kind="opened")
+                layer.events.paint.connect(lambda event, lyr=layer: self._mark_edited(lyr))
+            else:
+                show_warning(
+                    f"SIA: {path.name} is {layer_shape(layer)}, image {self.current.name} is {shape}: "
+                    "opened, but not tied to this image"
+                )
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def show_pseudo_mask(self) -> Any:
+        """Open the current image's pseudo-mask (written by Pseudo-labels) as an editable mask of this image."""
+        entry = self.current
+        if entry is None or entry.path is None:
+            show_error("SIA: the current image has no file, so it has no pseudo-mask")
+            return None
+        candidates = [pseudo_label_path(entry.path, self._pseudo_dir), pseudo_label_path(entry.path)]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            show_error(f"SIA: no pseudo-mask for {entry.name} yet (fix: Pseudo-label all labelled images)")
+            return None
+        classes = self.classes
+        try:
+            data = read_mask(found, classes.num_classes, classes.ignore_index, classes.full_palette())
+        except SIAError as err:
+            show_error(f"SIA: {err}")
+            return None
+        name = f"pseudo-mask ({entry.name})"
+        old = [m for m in masks_of(self.viewer, entry.id) if m.metadata[SIA_META].get("kind") == "pseudo"]
+        for layer in old:
+            self.viewer.layers.remove(layer)
+        meta = {**classes.metadata(), "kind": "pseudo", "image": entry.id, "edited": False, "source": str(found)}
+        placement = self._placement(entry)
+        layer = self.viewer.add_labels(data, name=name, opacity=0.7, metadata={SIA_META: meta}, **placement)
+        style_mask(layer, classes)
+        layer.events.paint.connect(lambda event, lyr=layer: self._mark_edited(lyr))
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def save_correction(self) -> Optional[Path]:
+        """Save the current image's mask as its correction (pixel supervision for the next training)."""
+        entry = self.current
+        if entry is None or entry.path is None:
+            show_error("SIA: the current image has no file, so its correction cannot be stored beside it")
+            return None
+        layer = self.mask_for_current("save as the correction")
+        if layer is None:
+            return None
+        meta = layer.metadata.get(SIA_META, {})
+        if meta.get("classes") and list(meta["classes"]) != self.classes.names:
+            show_error(
+                f"SIA: mask '{layer.name}' has classes {meta['classes']}, the widget has "
+                f"{self.classes.names} (fix: choose the same classes)"
+            )
+            return None
+        target = correction_path(entry.path)
+        overwrite = False
+        if target.exists():
+            if not self._ask_yes_no("Replace correction?", f"{target} exists. Replace it?"):
+                return None
+            overwrite = True
+        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        try:
+            write_correction(
+                entry.path,
+                data,
+                self.classes.num_classes,
+                self.classes.ignore_index,
+                self.classes.full_palette(),
+                overwrite=overwrite,
+            )
+        except SIAError as err:
+            show_error(f"SIA: mask '{layer.name}': {err}")
+            return None
+        layer.metadata.setdefault(SIA_META, {})["edited"] = False
+        self.mask_status.setText(f"saved {layer.name} as the correction of {entry.name}: {target}")
+        self._update_entry_text(entry)
+        return target
 
     # ------------------------------------------------------------------------------------------ pseudo-labels
     def start_pseudo(self) -> None:
-        """Write a pseudo-mask for every labelled image, in a thread worker."""
-        if self.pseudo_worker is not None:
+        """Write a pseudo-mask for every labelled image, in a background job."""
+        if self.pseudo_job.busy:
             return
         model = self._model_path()
         if model is None:
@@ -1170,7 +1432,7 @@ class SIAWidget(QWidget):
             show_error("SIA: no labelled images with a file (fix: tick the classes present in some images)")
             return
         out_dir: Optional[Path] = None
-        if self.pseudo_out.currentText() == PSEUDO_FOLDER:
+        if self.pseudo_form.write_to.value == PSEUDO_FOLDER:
             chosen = self._ask_directory("Folder for pseudo-masks", str(self._data_root() or ""))
             if not chosen:
                 return
@@ -1192,13 +1454,10 @@ class SIAWidget(QWidget):
                 done = set(existing)
                 items = [(p, v) for p, v in items if p not in done]
                 if not items:
-                    self.pseudo_status.setText("nothing to do: every pseudo-mask exists")
+                    self.pseudo_job.set_status("nothing to do: every pseudo-mask exists")
                     return
-        self._pseudo_done = 0
-        self._pseudo_total = len(items)
-        self._pseudo_pbar = progress(total=len(items), desc="SIA pseudo-labels")
-        self.pseudo_status.setText(f"writing {len(items)} pseudo-masks...")
-        worker = create_worker(
+        self._pseudo_done, self._pseudo_total, self._pseudo_dir = 0, len(items), out_dir
+        self.pseudo_job.run(
             pseudo_label_images,
             self.cache,
             model,
@@ -1207,191 +1466,47 @@ class SIAWidget(QWidget):
             out_dir,
             overwrite,
             self._pseudo_image_done,
-            lambda: bool(worker.abort_requested),
-            _connect={
-                "errored": self._on_worker_error,
-                "finished": self._on_pseudo_finished,
-            },
-            _start_thread=False,
+            self.pseudo_job.should_stop,
+            status=f"writing {len(items)} pseudo-masks...",
+            on_end=self._on_pseudo_end,
         )
-        self.pseudo_worker = worker
-        self.pseudo_button.setEnabled(False)
-        self.stop_pseudo_button.setEnabled(True)
-        worker.start()
 
     def stop_pseudo(self) -> None:
         """Stop after the current image."""
-        if self.pseudo_worker is not None:
-            self.pseudo_worker.quit()
-            self.stop_pseudo_button.setEnabled(False)
-            self.pseudo_status.setText("stopping after this image...")
+        self.pseudo_job.stop()
 
     def _pseudo_image_done(self, done: int, total: int) -> None:
-        # Runs in the worker thread: keep the count here (queued signals from different connections may
-        # arrive after `finished`), and hand the UI update to the GUI thread.
+        # Runs in the worker thread: keep the count here (it is read when the job ends), report to the slot.
         self._pseudo_done = done
-        self._relay_pseudo.progressed.emit(done, total)
+        self.pseudo_job.report(done, total)
 
-    def _on_pseudo_progress(self, done: int, total: int) -> None:
-        if self.pseudo_worker is None:
-            return  # arrived after the end; the final status is already shown
-        self.pseudo_status.setText(f"writing: {done}/{total}")
-        if self._pseudo_pbar is not None:  # last: it may process events (see _on_train_step)
-            self._pseudo_pbar.update(done - self._pseudo_pbar.n)
-
-    def _on_pseudo_finished(self) -> None:
-        worker, self.pseudo_worker = self.pseudo_worker, None
-        pbar, self._pseudo_pbar = self._pseudo_pbar, None
-        if pbar is not None:
-            pbar.close()
-        self.pseudo_button.setEnabled(True)
-        self.stop_pseudo_button.setEnabled(False)
-        if not self.pseudo_status.text().startswith("error"):
-            verb = "stopped" if worker is not None and worker.abort_requested else "done"
-            done, total = self._pseudo_done, self._pseudo_total
-            self.pseudo_status.setText(f"{verb}: {done}/{total} pseudo-masks written")
-
-    # ------------------------------------------------------------------------------------------ masks
-    def current_mask_layer(self) -> Any:
-        """The selected Labels layer, else the refined mask of the current image."""
-        from napari.layers import Labels
-
-        active = self.viewer.layers.selection.active
-        if isinstance(active, Labels):
-            return active
-        if self.current is not None:
-            return self._layer_named(self.mask_layer_name(self.current))
-        return None
-
-    def export_mask(self) -> Optional[Path]:
-        """Save the current mask in the chosen format (asks before replacing a file)."""
-        layer = self.current_mask_layer()
-        if layer is None:
-            show_error("SIA: no mask to export (fix: run Inspect, or select a Labels layer)")
-            return None
-        ext = EXPORT_FORMATS[self.export_format.currentText()]
-        base = self.current.name if self.current is not None else layer.name
-        folder = self.current.path.parent if self.current is not None and self.current.path else Path.home()
-        chosen = self._ask_save_path("Export mask", str(folder / f"{base}_mask{ext}"), f"*{ext}")
-        if not chosen:
-            return None
-        path = Path(chosen)
-        if not path.name.lower().endswith(ext):
-            path = path.with_name(path.name + ext)
-        overwrite = False
-        if path.exists():
-            if not self._ask_yes_no("Replace file?", f"{path} exists. Replace it?"):
-                return None
-            overwrite = True
-        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
-        try:
-            written = write_mask(path, data, classes_of_layer(data, layer.metadata), overwrite=overwrite)
-        except SIAError as err:
-            show_error(f"SIA: {err}")
-            return None
-        self.mask_status.setText(f"exported {written}")
-        return written
-
-    def open_mask(self) -> None:
-        """Open a mask file as a Labels layer with its class colours (GeoJSON sized like this image)."""
-        start = ""
-        if self.current is not None and self.current.path is not None:
-            start = str(self.current.path.parent)
-        chosen = self._ask_open_file(
-            "Open mask", start, "Masks (*.tif *.tiff *.png *.geojson *.json *.zarr);;All files (*)"
-        )
-        if chosen:
-            self.add_mask_file(Path(chosen))
-
-    def add_mask_file(self, path: Path) -> Any:
-        """Add a mask file as a Labels layer (placed over the current image)."""
-        shape = self._entry_shape(self.current) if self.current is not None else None
-        try:
-            data, attrs, _ = read_mask_layer(path, shape)
-        except SIAError as err:
-            show_error(f"SIA: {err}")
-            return None
-        if self.current is not None:
-            attrs.update(self._placement(self.current))
-        layer = self.viewer.add_labels(data, **attrs)
-        self.viewer.layers.selection.active = layer
-        return layer
-
-    def save_correction(self) -> Optional[Path]:
-        """Save the current mask as this image's correction (pixel supervision for the next training)."""
-        entry = self.current
-        if entry is None or entry.path is None:
-            show_error("SIA: the current image has no file, so its correction cannot be stored beside it")
-            return None
-        layer = self.current_mask_layer()
-        if layer is None:
-            show_error("SIA: no mask to save (fix: run Inspect, or select a Labels layer)")
-            return None
-        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
-        shape = self._entry_shape(entry)
-        if data.ndim != 2 or (shape is not None and data.shape != shape):
-            show_error(f"SIA: mask '{layer.name}' is {data.shape}, the image is {shape}")
-            return None
-        meta = layer.metadata.get(SIA_META, {})
-        if meta.get("classes") and list(meta["classes"]) != self.classes.names:
-            show_error(
-                f"SIA: mask '{layer.name}' has classes {meta['classes']}, the widget has "
-                f"{self.classes.names} (fix: choose the same classes)"
+    def _on_pseudo_end(self, state: JobState) -> None:
+        if state != JobState.FAILED:
+            verb = "stopped" if state == JobState.STOPPED else "done"
+            where = self._pseudo_dir or "sia_pseudo/ beside the images"
+            self.pseudo_job.set_status(
+                f"{verb}: {self._pseudo_done}/{self._pseudo_total} pseudo-masks written to {where}"
             )
-            return None
-        allowed = [*range(self.classes.num_classes), self.classes.ignore_index]
-        bad = sorted(set(np.unique(data).tolist()) - set(allowed))
-        if bad:
-            show_error(
-                f"SIA: mask '{layer.name}' holds values {bad[:10]} that are no class "
-                f"(fix: paint only labels 0..{self.classes.num_classes - 1}; erase for unlabelled)"
-            )
-            return None
-        target = correction_path(entry.path)
-        if target.exists() and not self._ask_yes_no("Replace correction?", f"{target} exists. Replace it?"):
-            return None
-        from sia_core.data.images import write_palette_png
-
-        try:
-            write_palette_png(target, data.astype(np.uint8), self.classes.full_palette())
-        except OSError as err:
-            show_error(f"SIA: cannot write {target}: {err}")
-            return None
-        layer.metadata.setdefault(SIA_META, {})["edited"] = False
-        self.mask_status.setText(f"correction saved: {target} (used by the next training)")
-        self._update_entry_text(entry)
-        return target
 
     # ------------------------------------------------------------------------------------------ whole slides
-    def _browse_slide(self) -> None:
-        path = self._ask_open_file(
-            "Whole-slide image", self.slide_edit.text(), "Slides (*.tif *.tiff *.svs *.btf);;All files (*)"
-        )
-        if path:
-            self.slide_edit.setText(path)
-
     def predict_slide(self) -> None:
         """Segment a whole slide tile by tile into an OME-Zarr, then show it over the slide (multiscale)."""
-        if self.slide_worker is not None:
+        if self.slide_job.busy:
             return
-        text = self.slide_edit.text().strip()
-        slide = Path(text).expanduser() if text else None
-        if slide is None or not slide.is_file():
-            show_error(f"SIA: slide not found: {text or '(none chosen)'} (fix: choose a TIFF/OME-TIFF/SVS file)")
+        slide = self.slide_form.slide.value
+        if slide is None or not Path(slide).is_file():
+            show_error(f"SIA: slide not found: {slide or '(none chosen)'} (fix: choose a TIFF/OME-TIFF/SVS file)")
             return
         model = self._model_path()
         if model is None:
             return
-        out_text = self.slide_out_edit.text().strip()
-        out = Path(out_text).expanduser() if out_text else slide_output_path(slide)
+        out = self.slide_form.result.value or slide_output_path(slide)
         overwrite = False
-        if out.exists() and self._slide_result_complete(out):
+        if out.exists() and slide_result_complete(out):
             if not self._ask_yes_no("Replace result?", f"{out} holds a finished result. Replace it?"):
                 return
             overwrite = True
-        self.slide_status.setText(f"computing {slide.name} -> {out}")
-        self._slide_pbar = progress(total=0, desc=f"SIA slide {slide.name}")
-        worker = create_worker(
+        self.slide_job.run(
             predict_slide_job,
             self.cache,
             model,
@@ -1399,47 +1514,20 @@ class SIAWidget(QWidget):
             slide,
             out,
             overwrite,
-            self._relay_slide.progressed.emit,
-            lambda: bool(worker.abort_requested),
-            _connect={
-                "returned": self._on_slide_done,
-                "errored": self._on_worker_error,
-                "finished": self._on_slide_finished,
-            },
-            _start_thread=False,
+            self.slide_job.report,
+            self.slide_job.should_stop,
+            status=f"{slide.name} -> {out}",
+            on_return=self._on_slide_done,
+            on_end=self._on_slide_end,
         )
-        self.slide_worker = worker
-        self.slide_button.setEnabled(False)
-        self.stop_slide_button.setEnabled(True)
-        worker.start()
-
-    @staticmethod
-    def _slide_result_complete(out: Path) -> bool:
-        try:
-            from sia_core.slide_store import open_slide_prediction
-
-            return bool(open_slide_prediction(out)["complete"])
-        except (SIAError, OSError, KeyError, ValueError):
-            return True  # something else is there: never replace it without asking
 
     def stop_slide(self) -> None:
         """Stop after the current batch; what is written stays and a new run resumes it."""
-        if self.slide_worker is not None:
-            self.slide_worker.quit()
-            self.stop_slide_button.setEnabled(False)
-            self.slide_status.setText("stopping after this batch...")
-
-    def _on_slide_progress(self, done: int, total: int) -> None:
-        if self.slide_worker is None:
-            return
-        self.slide_status.setText(f"computing: tile {done}/{total}")
-        pbar = self._slide_pbar  # last: it may process events (see _on_train_step)
-        if pbar is not None:
-            if pbar.total != total:
-                pbar.total = total
-            pbar.update(done - pbar.n)
+        self.slide_job.stop()
 
     def _on_slide_done(self, job: SlideJobResult) -> None:
+        from ._classes import label_colormap
+
         result = job.result
         for data, attrs, kind in job.layers:
             attrs = dict(attrs)
@@ -1447,35 +1535,27 @@ class SIAWidget(QWidget):
                 # napari cannot take a one-level "pyramid" (a small slide): give it the array itself
                 data, attrs["multiscale"] = data[0], False
             if kind == "labels":
-                attrs["name"] = f"SIA slide labels ({result.slide.name})"
+                attrs["name"] = f"slide labels ({result.slide.name})"
                 if job.classes is not None:
                     attrs["colormap"] = label_colormap(job.classes, job.transparent)
                     attrs["metadata"] = {SIA_META: {**job.classes.metadata(), "kind": "slide"}}
-            existing = self._layer_named(attrs["name"])
-            if existing is not None:
-                self.viewer.layers.remove(existing)
+            if attrs["name"] in self.viewer.layers:
+                self.viewer.layers.remove(attrs["name"])
             getattr(self.viewer, f"add_{kind}")(data, **attrs)
         state = "complete" if result.complete else "stopped (run again to resume)"
-        self.slide_status.setText(
+        self.slide_job.set_status(
             f"{result.slide.name}: {result.tiles_done} tiles in {result.seconds:.0f} s, {state}; {result.out}"
         )
 
-    def _on_slide_finished(self) -> None:
-        worker, self.slide_worker = self.slide_worker, None
-        self.slide_button.setEnabled(True)
-        self.stop_slide_button.setEnabled(False)
-        pbar, self._slide_pbar = self._slide_pbar, None
-        if pbar is not None:
-            pbar.close()
-        if worker is not None and worker.abort_requested and not self.slide_status.text().startswith("error"):
-            self.slide_status.setText("stopped: what is written stays; Predict slide again resumes it")
+    def _on_slide_end(self, state: JobState) -> None:
+        if state == JobState.STOPPED:
+            self.slide_job.set_status("stopped: what is written stays; Predict slide again resumes it")
 
     # ------------------------------------------------------------------------------------------ teardown
     def close_workers(self, timeout_ms: int = 60_000) -> None:
-        """Ask every running worker to stop and wait for it (e.g. before the viewer closes)."""
-        for worker in (self.train_worker, self.inspect_worker, self.pseudo_worker, self.slide_worker):
-            if worker is not None:
-                worker.quit()
+        """Ask every running job to stop and wait for it (e.g. before the viewer closes)."""
+        for slot in (self.train_job, self.inspect_job, self.pseudo_job, self.slide_job):
+            slot.close_worker()
         from qtpy.QtCore import QThreadPool
 
         QThreadPool.globalInstance().waitForDone(timeout_ms)
