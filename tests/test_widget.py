@@ -80,8 +80,8 @@ def errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from napari.utils.notifications import notification_manager
 
     shown: list[str] = []
-    monkeypatch.setattr("napari_sia._widget.show_error", shown.append)
-    monkeypatch.setattr("napari_sia._job_slot.show_error", shown.append)
+    for module in ("_widget", "_label_actions", "_mask_actions", "_job_actions", "_job_slot"):
+        monkeypatch.setattr(f"napari_sia.{module}.show_error", shown.append)
     monkeypatch.setattr(
         notification_manager,
         "receive_error",
@@ -717,7 +717,7 @@ def test_paint_by_class_name_with_one_numbering(widget, qtbot, image_folder, tin
     # the class table is numbered like napari's label box: by label value
     assert [w.class_table.verticalHeaderItem(i).text() for i in range(3)] == ["0", "1", "2"]
     shown = " ".join(label.text() for label in w.findChildren(QLabel))
-    assert "Erase = unlabelled (not trained on)" in shown
+    assert "erase = unlabelled (not trained on)" in shown
 
     w.paint_class.activated.emit(1)  # the pathologist picks "stroma" by name
     assert mask.selected_label == 1 and str(mask.mode) == "paint"
