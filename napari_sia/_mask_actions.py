@@ -10,7 +10,6 @@ import contextlib
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from napari.utils.notifications import show_error, show_warning
 
 from sia_core.data.corrections import write_correction
@@ -21,7 +20,7 @@ from sia_core.errors import SIAError
 from ._classes import SIA_META
 from ._layout import ERASE
 from ._reader import read_mask_layer
-from ._result_layers import image_of, layer_shape, link, masks_of, style_mask
+from ._result_layers import full_resolution, image_of, layer_shape, link, masks_of, style_mask
 from ._tooltips import EXPORT_FORMATS, TOOLTIPS
 from ._writer import classes_of_layer, write_mask
 
@@ -176,12 +175,10 @@ class _MaskActions:
             ):
                 return None
             path = path.parent / export_path(path, ext).parent.name / path.name
-        overwrite = False
-        if path.exists():
-            if not self._ask_yes_no("Replace file?", f"{path} exists. Replace it?"):
-                return None
-            overwrite = True
-        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        overwrite = self._may_replace(path, "Replace file?")
+        if overwrite is None:
+            return None
+        data = full_resolution(layer)
         try:
             written = write_mask(path, data, classes_of_layer(data, layer.metadata), overwrite=overwrite)
         except SIAError as err:
@@ -189,6 +186,12 @@ class _MaskActions:
             return None
         self.export_status.setText(f"exported {layer.name} -> {written}")
         return written
+
+    def _may_replace(self, path: Path, title: str) -> Optional[bool]:
+        """False: ``path`` is free; True: it exists and the user said to replace it; None: keep it (cancel)."""
+        if not path.exists():
+            return False
+        return True if self._ask_yes_no(title, f"{path} exists. Replace it?") else None
 
     def _would_be_listed(self, path: Path) -> bool:
         """Would ``path`` show up in the image list (an image extension inside the listed folder)?"""
@@ -286,16 +289,13 @@ class _MaskActions:
             )
             return None
         target = correction_path(entry.path)
-        overwrite = False
-        if target.exists():
-            if not self._ask_yes_no("Replace correction?", f"{target} exists. Replace it?"):
-                return None
-            overwrite = True
-        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        overwrite = self._may_replace(target, "Replace correction?")
+        if overwrite is None:
+            return None
         try:
             write_correction(
                 entry.path,
-                data,
+                full_resolution(layer),
                 self.classes.num_classes,
                 self.classes.ignore_index,
                 self.classes.full_palette(),

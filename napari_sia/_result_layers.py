@@ -26,6 +26,7 @@ __all__ = [
     "style_mask",
     "MAP_LAYER_ATTRS",
     "layer_shape",
+    "full_resolution",
 ]
 
 MAP_TITLES = {
@@ -82,6 +83,11 @@ def layer_shape(layer: Any) -> tuple[int, ...]:
     """(H, W[, C]) of a layer's full-resolution data."""
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     return tuple(int(n) for n in np.shape(data))
+
+
+def full_resolution(layer: Any) -> np.ndarray:
+    """A layer's data as one array (the first level of a multiscale layer)."""
+    return np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
 
 
 def style_mask(layer: Any, classes: ClassSet) -> None:
