@@ -38,6 +38,7 @@ __all__ = [
     "TrainItem",
     "EvalItem",
     "dataset_description",
+    "write_dataset_yaml",
     "apply_to_data_config",
     "default_palette",
     "train_folder",
@@ -127,6 +128,46 @@ def dataset_description(root: PathLike, preset: Optional[str] = None) -> dict[st
     desc["source"] = " + ".join(sources)
     _validate_description(desc, desc["source"])
     return desc
+
+
+def write_dataset_yaml(root: PathLike, desc: dict[str, Any], source: str = "napari-sia") -> Optional[Path]:
+    """Record classes typed by a user in ``<root>/dataset.yaml``, so the CLI and a reopened folder use them.
+
+    A ``dataset.yaml`` written by anything but ``source`` (i.e. by the user) is never rewritten; nor is one that
+    already lists these classes.
+
+    Args:
+        root: dataset root (the folder ``sia-core train --data`` names).
+        desc: a dataset description (``classes``, ``ignore_index``, ``palette``, ``white_background``).
+        source: who writes it, stored in the file.
+
+    Returns:
+        The file written, or None when an existing one was kept.
+
+    Raises:
+        SIAError: the folder cannot be written.
+    """
+    from ..io_utils import atomic_write_text
+
+    target = Path(root) / DATASET_YAML
+    if target.exists():
+        try:
+            existing = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        if not isinstance(existing, dict) or existing.get("source") != source:
+            return None
+        if existing.get("classes") == list(desc["classes"]) and existing.get("palette") == desc.get("palette"):
+            return None
+    content = {
+        **{k: desc[k] for k in ("name", "classes", "ignore_index", "palette", "white_background") if k in desc},
+        "source": source,
+        "description": f"classes recorded by {source}",
+    }
+    try:
+        return atomic_write_text(target, yaml.safe_dump(content, sort_keys=False))
+    except OSError as err:
+        raise SIAError(f"cannot write {target}: {err}", fix="use a folder you can write to") from err
 
 
 def apply_to_data_config(desc: dict[str, Any], data: Optional[DataConfig] = None) -> DataConfig:
