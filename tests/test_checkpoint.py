@@ -200,7 +200,15 @@ def test_second_ctrl_c_during_the_save_never_tears_the_checkpoint(
 ):
     """One more Ctrl-C during the save: the save finishes (iteration 3). Two more: it is abandoned and the
     previous checkpoint (iteration 2) stays whole. Either way the resumed run is the uninterrupted one."""
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C handler, as in a terminal (a shell's background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _second_ctrl_c(data, reference, tmp_path, monkeypatch, presses, saved)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _second_ctrl_c(data, reference, tmp_path, monkeypatch, presses, saved):
     run = tmp_path / "run"
     cfg = _cfg(data)
     state = _ctrl_c_during_save(monkeypatch, presses)
