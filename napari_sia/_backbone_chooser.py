@@ -28,9 +28,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from sia_core.backbones import KNOWN_BACKBONES, known_backbone
+from ._triton_guard import block_triton_if_unsafe
 
-from ._jobs import guarded_import
+block_triton_if_unsafe()  # sia_core.pretrained brings timm and torch in
+
+from sia_core import pretrained as sia_pretrained  # noqa: E402
+from sia_core.backbones import KNOWN_BACKBONES, known_backbone  # noqa: E402
+from sia_core.config import get_preset  # noqa: E402
 
 __all__ = ["BackboneChooser", "PRESET_DEFAULT", "OTHER", "FREEZE_CHOICES"]
 
@@ -147,7 +151,7 @@ class BackboneChooser(QWidget):
 
     def set_preset(self, name: str) -> None:
         """The training preset, whose own weights the first choice stands for."""
-        self._preset_pretrained = guarded_import("sia_core.config").get_preset(name).model.pretrained
+        self._preset_pretrained = get_preset(name).model.pretrained
         self._on_choice()
 
     def freeze(self) -> str:
@@ -245,7 +249,7 @@ class BackboneChooser(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
-        pretrained = guarded_import("sia_core.pretrained")
+        pretrained = sia_pretrained
         if isinstance(exc, pretrained.DownloadCancelled):
             self.status.setText("cancelled (what was downloaded stays cached and resumes next time)")
             return
@@ -262,4 +266,4 @@ class BackboneChooser(QWidget):
 
 
 def _fetch(value: str, progress: Any, cancel: threading.Event) -> dict:
-    return guarded_import("sia_core.pretrained").fetch_pretrained(value, progress=progress, cancel=cancel)
+    return sia_pretrained.fetch_pretrained(value, progress=progress, cancel=cancel)

@@ -40,6 +40,11 @@ class ImageEntry:
     csv_folder: Optional[Path] = None
 
     @property
+    def id(self) -> str:
+        """What ties SIA's layers to this image (``metadata['sia']['image']``): the file path, else the layer name."""
+        return str(self.path) if self.path is not None else f"layer:{self.name}"
+
+    @property
     def key(self) -> str:
         """Row name in the CSV: the path relative to ``csv_folder`` ('/'-separated), else the name."""
         if self.path is not None and self.csv_folder is not None:

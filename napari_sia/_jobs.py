@@ -1,28 +1,41 @@
 """The work the widget runs in thread workers: thin calls of ``sia_core``, free of Qt so they run anywhere.
 
-Modules that import torch are imported inside the functions, after ``napari_sia._triton_guard`` has run
-(see :func:`guarded_import`): importing Triton after Mesa's LLVM is loaded would crash napari.
+The core (and with it torch) is imported after the Triton guard: importing Triton after Mesa's LLVM is loaded
+would crash napari (see ``_triton_guard``). The package's ``__init__`` runs the guard too; it is repeated here
+because this is where torch comes in.
 """
 
 from __future__ import annotations
 
-import importlib
 import shlex
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Optional, Union
 
 import numpy as np
 
-from ._classes import ClassSet
 from ._triton_guard import block_triton_if_unsafe
+
+block_triton_if_unsafe()
+
+from sia_core.build import resolve_weights_path  # noqa: E402
+from sia_core.data.images import read_rgb  # noqa: E402
+from sia_core.data.layout import apply_to_data_config  # noqa: E402
+from sia_core.data.train_dataset import samples_with_corrections  # noqa: E402
+from sia_core.errors import SIAError  # noqa: E402
+from sia_core.predictor import Prediction, SIAPredictor  # noqa: E402
+from sia_core.pseudo import write_pseudo_labels  # noqa: E402
+from sia_core.run_config import resolve_train_config  # noqa: E402
+from sia_core.slide import SlideOptions, open_slide_prediction, predict_slide  # noqa: E402
+from sia_core.train import train_iter  # noqa: E402
+
+from ._classes import ClassSet, preset_matching  # noqa: E402
+from ._slide_layers import slide_layer_data  # noqa: E402
 
 __all__ = [
     "TrainRequest",
-    "guarded_import",
     "training_config",
     "cli_command",
     "train_steps",
@@ -35,17 +48,12 @@ __all__ = [
     "predict_slide_job",
     "SlideJobResult",
     "slide_output_path",
+    "slide_result_complete",
 ]
 
 GUI_OVERRIDES = ("train.num_workers=0",)
 """Settings the GUI always applies: DataLoader worker processes would be forked from the napari process
 (Qt and OpenGL threads), which can deadlock; the batch schedule does not depend on it, so results do not."""
-
-
-def guarded_import(name: str) -> ModuleType:
-    """Import a ``sia_core`` module that may pull in torch, with the Triton guard applied first."""
-    block_triton_if_unsafe()
-    return importlib.import_module(name)
 
 
 @dataclass
@@ -71,12 +79,9 @@ class TrainRequest:
 def training_config(req: TrainRequest) -> Any:
     """The run's ``SIAConfig``, built the way ``sia-core train`` builds it (preset, dataset classes, variant,
     ``--set`` overrides, ``--device``), so the GUI and its CLI command train identically."""
-    from sia_core.data.layout import apply_to_data_config
-
-    run_config = guarded_import("sia_core.run_config")  # resolving pretrained weights imports timm
     # The overrides go in before the starting weights are resolved (and fetched), as with the CLI's --set; the
     # dataset description sets only data.* keys, which no override of the GUI touches.
-    cfg = run_config.resolve_train_config(None, req.preset, overrides=req.overrides())
+    cfg = resolve_train_config(None, req.preset, overrides=req.overrides())
     cfg.data = apply_to_data_config(req.classes.description(), cfg.data)
     cfg.train.device = req.device
     return cfg
@@ -106,8 +111,7 @@ def train_steps(
     However this generator ends (finished, Stop = the worker's ``quit()`` followed by ``close()``, or an
     error), ``train_iter`` is closed here, in the worker thread, so it writes its checkpoint first.
     """
-    train = guarded_import("sia_core.train")
-    steps = train.train_iter(cfg, samples, out_dir, init_from=init_from, force=force)
+    steps = train_iter(cfg, samples, out_dir, init_from=init_from, force=force)
     try:
         yield from steps
     finally:
@@ -133,13 +137,11 @@ class PredictorCache:
         self._predictor: Any = None
         self.lock = threading.Lock()
 
-    def get(self, model: Union[str, Path], device: str) -> Any:
-        build = guarded_import("sia_core.build")
-        predictor_mod = guarded_import("sia_core.predictor")
-        weights = build.resolve_weights_path(model)
+    def get(self, model: Union[str, Path], device: str) -> SIAPredictor:
+        weights = resolve_weights_path(model)
         key = (str(Path(weights).resolve()), Path(weights).stat().st_mtime_ns, device)
         if key != self._key:
-            self._predictor = predictor_mod.SIAPredictor.from_run(weights, device=device)
+            self._predictor = SIAPredictor.from_run(weights, device=device)
             self._key = key
         return self._predictor
 
@@ -157,12 +159,15 @@ class InspectResult:
     """(C,) 0/1: the classes the maps were computed for."""
     scores: np.ndarray
     refined: np.ndarray
-    """(H, W) uint8: the refined mask (pseudo-label), class indices, glass = ignore index."""
+    """(H, W) uint8: the refined mask (pseudo-label) for the classes present, glass = ignore index."""
+    label_map: np.ndarray
+    """(H, W) uint8: the model's segmentation with no image-level labels given (``Prediction.label_map``)."""
     classes: ClassSet
     """The model's classes."""
 
 
-def model_classes(predictor: Any) -> ClassSet:
+def model_classes(predictor: SIAPredictor) -> ClassSet:
+    """The classes a model was trained on."""
     d = predictor.cfg.data
     desc = {
         "classes": d.classes,
@@ -170,8 +175,6 @@ def model_classes(predictor: Any) -> ClassSet:
         "ignore_index": d.ignore_index,
         "white_background": d.white_background,
     }
-    from ._classes import preset_matching
-
     return ClassSet.from_description(desc, preset=preset_matching(list(d.classes)))
 
 
@@ -184,11 +187,10 @@ def inspect_image(
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> InspectResult:
     """Predict the maps and refined mask of one image (tile by tile when larger than the model's tile)."""
-    images = guarded_import("sia_core.data.images")
     with cache.lock:
         predictor = cache.get(model, device)
-        rgb = images.read_rgb(image) if isinstance(image, Path) else image
-        pred = predictor.predict_image(rgb, labels=labels, progress=progress)
+        rgb = read_rgb(image) if isinstance(image, Path) else image
+        pred: Prediction = predictor.predict_image(rgb, labels=labels, progress=progress)
     maps = {
         "cam": pred.cam,
         "inhibition": pred.inhibition,
@@ -200,6 +202,7 @@ def inspect_image(
         present=np.asarray(pred.labels),
         scores=np.asarray(pred.scores),
         refined=np.asarray(pred.pseudo_label),
+        label_map=np.asarray(pred.label_map),
         classes=model_classes(predictor),
     )
 
@@ -215,17 +218,16 @@ def pseudo_label_images(
     should_stop: Callable[[], bool],
 ) -> list[Path]:
     """``sia_core.pseudo.write_pseudo_labels`` over the labelled images, stoppable between images."""
-    pseudo = guarded_import("sia_core.pseudo")
     with cache.lock:
         predictor = cache.get(model, device)
-        return pseudo.write_pseudo_labels(
+        return write_pseudo_labels(
             predictor, list(items), out_dir, overwrite=overwrite, on_image=on_image, should_stop=should_stop
         )
 
 
 def training_samples(entries: Sequence[tuple[Path, np.ndarray]]) -> list[Any]:
     """``TrainSample``s with the corrected mask of each image when the user saved one (sia_masks/)."""
-    return guarded_import("sia_core.data.train_dataset").samples_with_corrections(entries)
+    return samples_with_corrections(entries)
 
 
 def slide_output_path(slide: Path) -> Path:
@@ -235,6 +237,14 @@ def slide_output_path(slide: Path) -> Path:
         if name.lower().endswith(suffix):
             return slide.parent / (name[: -len(suffix)] + ".ome.zarr")
     return slide.parent / (slide.stem + ".ome.zarr")
+
+
+def slide_result_complete(out: Path) -> bool:
+    """Does ``out`` hold a finished slide result? True for anything else there too: never replaced unasked."""
+    try:
+        return bool(open_slide_prediction(out)["complete"])
+    except (SIAError, OSError, KeyError, ValueError):
+        return True
 
 
 @dataclass
@@ -261,14 +271,12 @@ def predict_slide_job(
     should_stop: Callable[[], bool],
 ) -> SlideJobResult:
     """``sia_core.slide.predict_slide`` into an OME-Zarr (resumes an unfinished one), then its layer data."""
-    slide_mod = guarded_import("sia_core.slide")
-    from ._slide_layers import slide_layer_data
-
     with cache.lock:
         predictor = cache.get(model, device)
-        options = slide_mod.SlideOptions(overwrite=overwrite)
-        result = slide_mod.predict_slide(predictor, slide, out, options, progress=progress, should_stop=should_stop)
+        result = predict_slide(
+            predictor, slide, out, SlideOptions(overwrite=overwrite), progress=progress, should_stop=should_stop
+        )
         classes = model_classes(predictor)
-    stored = slide_mod.open_slide_prediction(result.out)
+    stored = open_slide_prediction(result.out)
     transparent = tuple(int(stored[k]) for k in ("fill", "background") if stored.get(k) is not None)
     return SlideJobResult(result, slide_layer_data(result.out, slide), classes, transparent)

@@ -7,10 +7,13 @@ line ``error: <what> (fix: <how>)`` on stderr and exits with status 2, never a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -54,6 +57,27 @@ class _Bar:
             print(text, file=sys.stderr)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what a cluster scheduler sends before it kills a job), raised like Ctrl-C so training saves."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import SIAConfig
     from .data.layout import find_split, has_split
@@ -76,17 +100,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     samples = training_samples(data, cfg)
     val = find_split(data, "val") if has_split(data, "val") and cfg.train.val_every else None
     main_rank = dist_info().is_main
-    if main_rank:
-        n_corr = sum(s.mask is not None for s in samples)
-        print(
-            f"training {cfg.preset} preset, variant {cfg.variant} ({cfg.model.backbone}) on {len(samples)} images"
-            f"{f' ({n_corr} with corrected masks)' if n_corr else ''} of {data}, classes {cfg.data.classes}"
-            f"{f', validating on {len(val)} val images' if val else ''} -> {files.root}",
-            flush=True,
-        )
     last = None
     try:
-        with _Bar(cfg.train.iterations, "train", disable=not main_rank) as bar:
+        if main_rank:
+            n_corr = sum(s.mask is not None for s in samples)
+            print(
+                f"training {cfg.preset} preset, variant {cfg.variant} ({cfg.model.backbone}) on {len(samples)} "
+                f"images{f' ({n_corr} with corrected masks)' if n_corr else ''} of {data}, classes "
+                f"{cfg.data.classes}{f', validating on {len(val)} val images' if val else ''} -> {files.root}",
+                flush=True,
+            )
+            if args.resume and not files.holds_run():
+                print(f"no checkpoint yet in {files.root}: starting the run from the beginning", flush=True)
+        with _sigterm_stops(), _Bar(cfg.train.iterations, "train", disable=not main_rank) as bar:
             for info in train_iter(
                 cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from
             ):
@@ -102,25 +128,41 @@ def cmd_train(args: argparse.Namespace) -> int:
                     )
                 bar.to(info.iteration, **post)
                 last = info
-    except KeyboardInterrupt:
-        done = last.iteration if last else 0
-        print(
-            f"interrupted at iteration {done}: checkpoint saved in {files.root}; continue with "
-            f"sia-core train --data {data} --out {files.root} --resume",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as stop:
+        if main_rank:
+            print(_stopped_line(stop, last.iteration if last else 0, files.root, data), file=sys.stderr)
+        return 143 if isinstance(stop, _Terminated) else 130
     if main_rank:
         best = files.best if files.best.is_file() else files.last
         print(f"done: weights {best}, log {files.log}")
     return 0
 
 
+def _stopped_line(stop: KeyboardInterrupt, done: int, root: Path, data: str) -> str:
+    """What a stopped training says: the checkpoint that is really on disk (read back, not assumed)."""
+    from .checkpoint import checkpoint_iteration
+
+    how = "stopped by SIGTERM" if isinstance(stop, _Terminated) else "interrupted"
+    saved = checkpoint_iteration(root)
+    if saved is None:
+        return (
+            f"{how} at iteration {done}, before the first checkpoint: nothing to resume; start the run again with "
+            "the same command"
+        )
+    return (
+        f"{how} at iteration {done}: checkpoint of iteration {saved} saved in {root}; continue with "
+        f"sia-core train --data {data} --out {root} --resume"
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.layout import find_split
     from .evaluate import evaluate_items, format_table, summary
+    from .io_utils import atomic_write_text, check_output_file
     from .predictor import SIAPredictor
 
+    if args.json:
+        check_output_file(args.json, what="--json file")  # before the whole evaluation, not after it
     pred = SIAPredictor.from_run(args.run, device=args.device)
     items = find_split(args.data, args.split)
     scales = tuple(args.scales) if args.scales else None
@@ -140,8 +182,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_table(results, pred.cfg.data.classes))
     if args.json:
-        from .io_utils import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(results, indent=1))
     print(json.dumps(summary(results)))
     return 0
@@ -165,37 +205,82 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in paths))  # a file given twice (or via its folder) once
 
 
+PREDICT_LOG = "sia_predict.jsonl"
+"""Kept in ``predict``'s output folder (:class:`sia_core.job_log.JobLog`): a rerun of the same command skips
+finished images, and another model's outputs are never overwritten without ``--overwrite``."""
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .build import resolve_weights_path
+    from .io_utils import WriteError, check_distinct_targets, check_output_dir, file_sha256
+    from .job_log import JobLog
     from .predictor import SIAPredictor
 
     paths = _expand_inputs(args.inputs)
-    out = Path(args.out)
+    out = check_output_dir(args.out)
     ext = ".tif" if args.format == "tif" else ".png"
-    names = ("labels", "pseudo", "cam", "inhibition", "rsm")
+    names = ("cam", "inhibition", "rsm", "labels", "pseudo")
 
     def target(path: Path, name: str) -> Path:
         return out / f"{path.stem}_{name}{ext if name in ('labels', 'pseudo') else '.tif'}"
 
+    check_distinct_targets(paths, lambda p: target(p, "labels"))
+    weights = resolve_weights_path(args.run)
+    log = JobLog(
+        out / PREDICT_LOG,
+        {
+            "model": str(weights.resolve()),
+            "sha256": file_sha256(weights),
+            "format": args.format,
+            "labels_from_name": bool(args.labels_from_name),
+        },
+    )
+    done: set[Path] = set()
     if not args.overwrite:
-        # Check every output first, so a refused run writes nothing at all.
-        existing = [t for p in paths for n in names if (t := target(p, n)).exists()]
+        # Check every output first, so a refused run writes nothing at all; outputs this same job wrote are its own.
+        existing = [t for p in paths for n in names if (t := target(p, n)).exists() and log.state(str(p)) is None]
         if existing:
+            other = f" (made by {log.previous.get('model')})" if log.previous and not log.same_job else ""
             raise SIAError(
-                f"{existing[0]} already exists ({len(existing)} outputs in all)",
+                f"{existing[0]} already exists ({len(existing)} outputs in all){other}",
                 fix="pass --overwrite or choose another --out",
             )
-    pred = SIAPredictor.from_run(args.run, device=args.device)
+        done = {p for p in paths if log.state(str(p)) == "done"}
+    pred = SIAPredictor.from_run(weights, device=args.device)
+    todo = [p for p in paths if p not in done]
+    if done:
+        print(f"skipping {len(done)} images already predicted in {out} by the same model", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    with _Bar(len(paths), "predict") as bar:
-        for i, path in enumerate(paths):
-            _predict_one(pred, path, args.labels_from_name, target)
+    if args.overwrite or not log.same_job:
+        log.restart()
+    failed: list[SIAError] = []
+    with _Bar(len(todo), "predict") as bar:
+        for i, path in enumerate(todo):
+            log.mark(str(path), "started")
+            try:
+                _predict_one(pred, path, args.labels_from_name, target)
+            except WriteError:
+                raise  # a full or read-only disk stops everything
+            except SIAError as err:  # a bad image: the others still get their predictions
+                failed.append(err)
+            else:
+                log.mark(str(path), "done")
             bar.to(i + 1)
-    print(f"wrote predictions of {len(paths)} images to {out}")
+    for err in failed:
+        print(f"error: {err}", file=sys.stderr)
+    print(f"wrote predictions of {len(todo) - len(failed)} images to {out}")
+    if failed:
+        print(
+            f"error: {len(failed)} of {len(paths)} images could not be predicted (listed above) (fix: replace or "
+            "remove them and run the same command again: finished images are skipped)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
 def _predict_one(pred, path: Path, labels_from_name: bool, target) -> None:
-    """Predict one image file and write its label maps and float maps."""
+    """Predict one image file and write its float maps, then its label maps."""
     import numpy as np
 
     from .data.images import read_rgb
@@ -205,18 +290,20 @@ def _predict_one(pred, path: Path, labels_from_name: bool, target) -> None:
     cfg = pred.cfg
     labels = parse_label_vector(path, cfg.num_classes) if labels_from_name and "[" in path.name else None
     p = pred.predict_image(read_rgb(path), labels=labels)
-    for name, label_map in (("labels", p.label_map), ("pseudo", p.pseudo_label)):
-        write_labels(target(path, name), label_map, cfg.data.classes, cfg.data.palette, overwrite=True)
     for name, maps in (("cam", p.cam), ("inhibition", p.inhibition), ("rsm", p.rsm)):
         if maps is not None:
             write_float_tiff(target(path, name), maps.astype(np.float32), cfg.data.classes, overwrite=True)
+    for name, label_map in (("labels", p.label_map), ("pseudo", p.pseudo_label)):
+        write_labels(target(path, name), label_map, cfg.data.classes, cfg.data.palette, overwrite=True)
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from .config import SIAConfig  # noqa: F401 (documents the type of pred.cfg)
+    from .io_utils import check_output_dir
     from .predictor import SIAPredictor
     from .pseudo import write_pseudo_labels
 
+    check_output_dir(args.out)
     pred = SIAPredictor.from_run(args.run, device=args.device)
     samples = training_samples(args.data, pred.cfg)
     with _Bar(len(samples), "pseudo-label") as bar:

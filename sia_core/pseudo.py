@@ -1,7 +1,7 @@
 """One-click pseudo-labels: a pseudo-mask per weakly labelled image, in the dataset's palette.
 
 Shared by ``sia-core pseudo-label`` and the napari widget's button. Nothing is overwritten unless asked:
-existing targets are found before anything is written.
+existing targets, and two images whose masks would be the same file, are found before anything is written.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from .data.images import read_rgb, write_palette_png
 from .data.sidecars import pseudo_label_path
 from .errors import SIAError
+from .io_utils import check_distinct_targets, check_output_dir
 from .predictor import SIAPredictor
 
 __all__ = ["write_pseudo_labels"]
@@ -35,12 +36,17 @@ def write_pseudo_labels(
         items: images with their labels (the labels restrict the maps to the classes present).
         out_dir: output folder; None writes beside each image in ``sia_pseudo/``.
         overwrite: replace existing masks (otherwise an existing one is an error before anything is written).
+            Two images whose masks would be the same file (``a/x.png`` and ``b/x.png`` into one ``out_dir``)
+            are always an error.
         on_image: progress callback ``(done, total)``.
         should_stop: polled between images; True stops early (what is written stays).
 
     Returns:
         The files written.
     """
+    if out_dir is not None:
+        check_output_dir(out_dir, what="pseudo-label folder")
+    check_distinct_targets([Path(p) for p, _ in items], lambda p: pseudo_label_path(p, out_dir))
     targets = [pseudo_label_path(p, out_dir) for p, _ in items]
     if not overwrite:
         existing = [t for t in targets if t.exists()]

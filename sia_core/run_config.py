@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import SIAError
+from .errors import SIAError, yaml_problem
 
 __all__ = ["resolve_train_config", "training_samples"]
 
@@ -27,7 +27,7 @@ def resolve_train_config(
     backbone's starting weights are fetched and the config completed from them (``resolve_pretrained``)."""
     import yaml
 
-    from .config import apply_variant, get_preset
+    from .config import apply_variant, get_preset, validate_config
     from .data.layout import apply_to_data_config, dataset_description
     from .pretrained import resolve_pretrained
 
@@ -36,11 +36,20 @@ def resolve_train_config(
         path = Path(config_file)
         if not path.is_file():
             raise SIAError(f"config file not found: {path}", fix="give the path of a config .yaml or .json")
-        file_data = yaml.safe_load(path.read_text()) or {}
+        try:
+            file_data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise SIAError(
+                f"cannot parse config {path}: {yaml_problem(err)}", fix="check the YAML/JSON syntax"
+            ) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise SIAError(f"cannot read config {path}: {err}", fix="give a YAML or JSON text file") from None
         if not isinstance(file_data, dict):
             raise SIAError(f"config {path} is not a mapping", fix="write it as 'key: value' pairs")
     if preset is None:
         preset = file_data.get("preset") or _default_preset()
+    if not isinstance(preset, str):
+        raise SIAError(f"config {config_file}: preset {preset!r} is not a name", fix="use paper, cpu or test")
     cfg = get_preset(preset)
     if file_data:
         cfg = cfg.merged({**file_data, "preset": preset}, source=str(config_file))
@@ -52,7 +61,7 @@ def resolve_train_config(
         cfg = apply_variant(cfg, cfg.variant)
     if overrides:
         cfg = cfg.with_overrides(list(overrides))
-    return resolve_pretrained(cfg)
+    return validate_config(resolve_pretrained(cfg))
 
 
 def _default_preset() -> str:

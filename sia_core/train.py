@@ -2,15 +2,19 @@
 
 A run directory holds::
 
-    config.yaml         the full config of the run (written first)
+    config.yaml         the full config of the run (written once everything is checked)
     last.safetensors    latest weights (+ config in the metadata)
     best.safetensors    weights with the best validation mIoU of the decoder (when a val split exists)
-    state.pt            optimiser state, iteration, best score (plain tensors/numbers: weights_only-safe)
+    state.pt            the checkpoint: weights, optimiser state, iteration, best score (sia_core.checkpoint)
     log.jsonl           one JSON object per logged step and per validation
 
-Every write is atomic. Stopping (Ctrl-C, the GUI's Stop button, closing the generator) saves a checkpoint
-first. ``resume=True`` continues exactly where the run stopped: the batch schedule and every random draw are
-functions of (seed, iteration), so a resumed run matches an uninterrupted one.
+Every write is atomic. Stopping (Ctrl-C, SIGTERM, the GUI's Stop button, closing the generator) saves a
+checkpoint first. ``resume=True`` continues exactly where the run stopped: the batch schedule and every random
+draw are functions of (seed, iteration), so a resumed run matches an uninterrupted one bit for bit.
+
+Nothing is written before the config, the data, the device, the backbone file and the model to start from are
+checked, so a run that fails to start leaves no run behind; a run directory without a checkpoint yet (stopped
+before its first save) is simply started again.
 
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) each rank trains on its share of every global batch and the
 gradients are averaged with all-reduce (gloo on CPU, NCCL on GPUs); only rank 0 writes.
@@ -21,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Generator
@@ -33,15 +39,16 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from .build import build_model, read_weights, resolve_weights_path, save_weights
-from .config import SIAConfig
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import SIAConfig, validate_config
 from .data.layout import EvalItem
 from .data.train_dataset import BatchSchedule, TrainSample, WeakLabelDataset, balanced_weights
 from .errors import SIAError
-from .io_utils import atomic_write, atomic_write_text
+from .io_utils import WriteError, append_line, atomic_write_text, check_output_dir, remove_stale_tmp
 from .models.freeze import trainable_parameters
 from .objective import TrainBatch, sia_losses
 from .pretrained import resolve_pretrained
-from .run_files import RunFiles
+from .run_files import RUN_FILE_NAMES, RunFiles
 from .runtime import DistInfo, dist_info, resolve_device
 
 __all__ = ["StepInfo", "RunFiles", "train_iter", "DistInfo", "dist_info"]
@@ -63,24 +70,29 @@ class StepInfo:
     """The weights file written at this step, if any."""
 
 
-def _prepare_run_dir(files: RunFiles, cfg: SIAConfig, resume: bool, force: bool) -> None:
+def _prepare_run_dir(files: RunFiles, cfg: SIAConfig, resume: bool, force: bool, start: int) -> None:
+    """Write the run's config (a new run) or drop what was logged after the checkpoint (a resumed run). Called
+    only once everything that can fail on bad input has been checked."""
+    remove_stale_tmp(files.root, RUN_FILE_NAMES)
     if resume:
-        if not files.state.is_file() or not files.last.is_file():
-            raise SIAError(
-                f"nothing to resume in {files.root} (no state.pt / last.safetensors)",
-                fix="start the run without --resume",
-            )
+        _truncate_log(files.log, start)
         return
-    if files.holds_run():
-        if not force:
-            raise SIAError(
-                f"run directory {files.root} already holds a run",
-                fix="pass --resume to continue it, --force to overwrite it, or choose another --out",
-            )
+    if force:
         for p in (files.config, files.last, files.best, files.state, files.log):
             p.unlink(missing_ok=True)
-    files.root.mkdir(parents=True, exist_ok=True)
+    else:
+        files.log.unlink(missing_ok=True)  # a run stopped before its first checkpoint: started again
     cfg.save(files.config)
+
+
+def _check_run_dir(files: RunFiles, resume: bool, force: bool) -> None:
+    """Refuse, before anything is built, a new run over a run that has a checkpoint."""
+    check_output_dir(files.root, what="run directory")
+    if not resume and not force and files.holds_run():
+        raise SIAError(
+            f"run directory {files.root} already holds a run",
+            fix="pass --resume to continue it, --force to overwrite it, or choose another --out",
+        )
 
 
 def _load_init(model: torch.nn.Module, path: Union[str, Path], cfg: SIAConfig) -> None:
@@ -97,10 +109,15 @@ def _load_init(model: torch.nn.Module, path: Union[str, Path], cfg: SIAConfig) -
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched or init_cfg.model.backbone != cfg.model.backbone:
+        k = mismatched[0] if mismatched else None
+        detail = (
+            f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here; {len(mismatched)} tensors differ"
+            if k
+            else f"{init_cfg.model.backbone} there, {cfg.model.backbone} here"
+        )
         raise SIAError(
-            f"{weights} has another architecture ({init_cfg.model.backbone}, e.g. {mismatched[:2]}) than this run "
-            f"({cfg.model.backbone})",
-            fix="set the same model.backbone / backbone_kwargs as the model you start from",
+            f"{weights} has another architecture than this run ({detail})",
+            fix="use the model.* settings (backbone, backbone_kwargs, decoder_channels...) of the model you start from",
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
@@ -150,6 +167,14 @@ def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def _make_optimizer(params: list[torch.nn.Parameter], t: Any) -> torch.optim.Optimizer:
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    raise SIAError(f"unknown optimizer '{t.optimizer}'", fix="use train.optimizer=adam or adamw")
+
+
 def train_iter(
     cfg: SIAConfig,
     samples: list[TrainSample],
@@ -162,22 +187,21 @@ def train_iter(
     """Train, yielding a :class:`StepInfo` after every step.
 
     Closing the generator (or Ctrl-C) writes a checkpoint before it ends. The final weights are in
-    ``out_dir/last.safetensors`` (and ``best.safetensors`` when ``val_items`` are given).
+    ``out_dir/last.safetensors`` (and ``best.safetensors`` when ``val_items`` are given). Nothing is written
+    to ``out_dir`` until the config, the images, the device, the backbone weights, ``init_from`` and (on resume)
+    the checkpoint have been checked.
 
     Args:
         cfg: the run's configuration (ignored on resume: the saved one is used).
         samples: training images with their image-level labels (and corrected masks).
         out_dir: the run directory.
         val_items: image/mask pairs for validation every ``train.val_every`` steps.
-        resume: continue the run in ``out_dir``.
+        resume: continue the run in ``out_dir`` (one saved without a checkpoint yet starts from the beginning).
         force: overwrite a run already in ``out_dir``.
         init_from: a SIA run directory or weights file to start from (fine-tuning).
     """
     files = RunFiles(Path(out_dir))
     di = dist_info()
-    if di.world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
-        dist.init_process_group(backend)
     if resume:
         if not files.config.is_file():
             raise SIAError(
@@ -186,16 +210,17 @@ def train_iter(
         cfg = SIAConfig.load(files.config)
     else:
         cfg = resolve_pretrained(cfg)  # fetch the starting weights, record which they are (no-op for random init)
+    validate_config(cfg)
     if not samples:
         raise SIAError("no training images", fix="give a folder with images whose names hold their labels")
-    _preflight(samples, cfg)
     if di.is_main:
-        _prepare_run_dir(files, cfg, resume, force)
-    if di.world > 1:
-        dist.barrier()
+        _check_run_dir(files, resume, force)
+    _preflight(samples, cfg)
 
     t = cfg.train
     device = resolve_device(t.device)
+    if di.world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda" and di.world > 1:
         device = torch.device("cuda", di.local_rank)
         torch.cuda.set_device(device)
@@ -208,22 +233,16 @@ def train_iter(
         _load_init(model, init_from, cfg)
     model.to(device).train()
     params = trainable_parameters(model, cfg.model.freeze)
-    if t.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    elif t.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    else:
-        raise SIAError(f"unknown optimizer '{t.optimizer}'", fix="use train.optimizer=adam or adamw")
+    opt = _make_optimizer(params, t)
 
     start, best_score = 0, -math.inf
-    if resume:
-        state_dict, _, _ = read_weights(files.last)
-        model.load_state_dict(state_dict)
-        state = torch.load(files.state, map_location=device, weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        start, best_score = int(state["iteration"]), float(state["best_score"])
-        if di.is_main:
-            _truncate_log(files.log, start)
+    if resume and not files.has_checkpoint() and files.holds_run():
+        raise SIAError(
+            f"cannot resume {files.root}: it holds weights but no checkpoint (state.pt)",
+            fix=f"fine-tune from them with --init-from {files.last} into another --out, or start again with --force",
+        )
+    if resume and files.has_checkpoint():
+        start, best_score = load_checkpoint(files, model, opt, cfg, device, repair=di.is_main)
 
     mean = torch.tensor(cfg.data.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1) * 255
@@ -247,17 +266,20 @@ def train_iter(
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        worker_init_fn=_quiet_worker if t.num_workers else None,
     )
+    if di.is_main:
+        _prepare_run_dir(files, cfg, resume, force, start)
+    if di.world > 1:
+        dist.barrier()
 
     def norm(img: torch.Tensor) -> torch.Tensor:
         return (img.to(device, non_blocking=True).float() - mean) / std
 
     def checkpoint(iteration: int) -> Optional[Path]:
-        if not di.is_main:
-            return None
-        path = save_weights(files.last, model, cfg, iteration=iteration)
-        state = {"optimizer": opt.state_dict(), "iteration": iteration, "best_score": best_score}
-        atomic_write(files.state, lambda p: torch.save(state, p))
+        nonlocal saved_at
+        path = save_checkpoint(files, model, opt, cfg, iteration, best_score) if di.is_main else None
+        saved_at = iteration
         return path
 
     it = start
@@ -307,9 +329,7 @@ def train_iter(
                 if di.is_main:
                     _append_log(files.log, {"iteration": it, "images_per_s": round(ips, 3), **logs})
             info.logs, info.images_per_s = logs, ips
-            if t.ckpt_every and it % t.ckpt_every == 0 and it != t.iterations:
-                info.checkpoint = checkpoint(it)
-                saved_at = it
+            # Validate before the checkpoint of the same step, so the checkpoint's best score includes it.
             if val_items and t.val_every and (it % t.val_every == 0 or it == t.iterations):
                 info.val = _validate(model, cfg, val_items, device, di)
                 model.train()
@@ -319,17 +339,35 @@ def train_iter(
                     if score > best_score:
                         best_score = score
                         save_weights(files.best, model, cfg, iteration=it, val_mIoU=score)
-            if it == t.iterations:
+            if it == t.iterations or (t.ckpt_every and it % t.ckpt_every == 0):
                 info.checkpoint = checkpoint(it)
-                saved_at = it
             yield info
+    except WriteError:
+        saved_at = it  # the disk refused a write: a second save would fail the same way
+        raise
     finally:
-        # Stop, Ctrl-C, an error, or the generator being closed: keep what was learned since the last save.
+        # Stop, Ctrl-C, SIGTERM, an error, or the generator being closed: keep what was learned since the last
+        # save.
         if it != saved_at and it > start:
             checkpoint(it)
         if di.world > 1 and dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.barrier()
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """DataLoader worker set-up. Ctrl-C is left to the main process, which stops the workers itself. And when the
+    main process, interrupted, hangs up in the middle of receiving a batch, the worker's file-descriptor sharing
+    thread gets a ConnectionResetError (or EOFError) and would print its traceback on the user's terminal; those
+    are expected then and dropped, any other error is reported as before."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def _validate(
@@ -358,19 +396,30 @@ def _val_summary(val: dict[str, Any]) -> dict[str, Any]:
 
 def _append_log(path: Path, record: dict[str, Any]) -> None:
     record = {"time": round(time.time(), 3), **record}
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_line(path, json.dumps(record))
+
+
+def _log_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) of every complete line; a line torn by a crash mid-write is left out."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append((line, record))
+    return out
 
 
 def _truncate_log(path: Path, iteration: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    """Drop log lines written after the checkpoint we resume from (they will be written again), and any torn
+    line."""
     if not path.is_file():
         return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("iteration", 0) <= iteration
-    ]
+    kept = [line for line, record in _log_records(path) if record.get("iteration", 0) <= iteration]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
@@ -379,4 +428,4 @@ def read_log(run_dir: Union[str, Path]) -> list[dict[str, Any]]:
     path = RunFiles(Path(run_dir)).log
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in _log_records(path)]

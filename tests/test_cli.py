@@ -100,11 +100,13 @@ def test_predict_writes_maps_and_label_maps(run, data, tmp_path, capsys):
     assert labels.shape == (64, 64) and meta["classes"] == ["tumor", "stroma", "normal"]
     maps, names_ = read_float_tiff(out / f"{stem}_cam.tif")
     assert maps.shape == (3, 64, 64)
-    # nothing is overwritten without --overwrite
+    # the same command again skips what is done; other options (or another model) never overwrite without asking
     capsys.readouterr()
-    assert main(["predict", str(run), str(imgs[0]), "--out", str(out), "--format", "tif"]) == 2
+    assert main(["predict", str(run), str(imgs[0]), "--out", str(out), "--format", "tif"]) == 0
+    assert "skipping 1 images" in capsys.readouterr().out
+    assert main(["predict", str(run), str(imgs[0]), "--out", str(out), "--format", "png"]) == 2
     assert "already exists" in error_line(capsys)
-    assert main(["predict", str(run), str(imgs[0]), "--out", str(out), "--format", "tif", "--overwrite"]) == 0
+    assert main(["predict", str(run), str(imgs[0]), "--out", str(out), "--format", "png", "--overwrite"]) == 0
 
 
 def test_pseudo_label_writes_palette_masks(run, data, tmp_path, capsys):

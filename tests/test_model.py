@@ -98,7 +98,7 @@ def test_class_tokens_follow_registers_and_start_from_cls():
 
 def assert_cls_copies_with_distinct_offsets(class_tokens: torch.Tensor, cls: torch.Tensor) -> None:
     """Class tokens = the CLS token plus a small trunc-normal(0.02) offset of their own."""
-    offsets = class_tokens - cls
+    offsets = (class_tokens - cls).detach()
     assert float(offsets.abs().max()) < 0.12  # timm cuts at +-2 absolute: in effect a normal(0, 0.02)
     assert 0.01 < float(offsets.std()) < 0.03
     for i in range(offsets.shape[1]):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import SIAError
 from ..formats.png import palette_lut, write_label_png
-from .sidecars import CORRECTIONS_DIR, PSEUDO_DIR
+from .sidecars import OUTPUT_DIRS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -46,7 +46,7 @@ def list_images(folder: PathLike, recursive: bool = True) -> list[Path]:
 
     Hidden files and folders (name starting with '.') are skipped: they are usually macOS ``._*``
     resource forks or tool caches, not images. So are the masks SIA writes beside the images
-    (``sia_masks/``, ``sia_pseudo/``): they are outputs, not training images.
+    (``sia_masks/``, ``sia_pseudo/``, ``sia_exports/``): they are outputs, not training images.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -55,7 +55,7 @@ def list_images(folder: PathLike, recursive: bool = True) -> list[Path]:
     found = []
     for path in candidates:
         rel = path.relative_to(folder)
-        if any(part.startswith(".") or part in (CORRECTIONS_DIR, PSEUDO_DIR) for part in rel.parts[:-1]):
+        if any(part.startswith(".") or part in OUTPUT_DIRS for part in rel.parts[:-1]):
             continue
         if rel.name.startswith("."):
             continue

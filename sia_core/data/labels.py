@@ -19,7 +19,7 @@ import io
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional, Union
 
 import numpy as np
@@ -27,7 +27,14 @@ import numpy as np
 from ..errors import SIAError
 from ..io_utils import atomic_write_text
 
-__all__ = ["LABELS_CSV", "parse_label_vector", "read_label_csv", "write_label_csv", "format_label_vector"]
+__all__ = [
+    "LABELS_CSV",
+    "parse_label_vector",
+    "read_label_csv",
+    "write_label_csv",
+    "format_label_vector",
+    "is_inside_name",
+]
 
 LABELS_CSV = "sia_labels.csv"
 """Default file name of the labels CSV, looked up in a dataset's train folder."""
@@ -49,23 +56,32 @@ def parse_label_vector(name: Union[str, os.PathLike], num_classes: Optional[int]
         SIAError: No ``[...]`` in the name, characters other than 0/1 and separators, wrong length, or
             no class present. The message names the file.
     """
-    fname = Path(os.fspath(name)).name
+    shown = os.fspath(name)  # named with its folder in errors: the same name can sit in several folders
+    fname = Path(shown).name
     start = fname.rfind("[")
     end = fname.find("]", start + 1) if start >= 0 else -1
     if start < 0 or end < 0:
         raise SIAError(
-            f"no image-level label in file name '{fname}'",
+            f"no image-level label in file name '{shown}'",
             fix="rename it like 'name-[1 0 1].png' (one 0/1 per class) or list it in a " + LABELS_CSV,
         )
     text = _SEPARATORS.sub("", fname[start + 1 : end])
     if not text or any(ch not in "01" for ch in text):
         raise SIAError(
-            f"label '{fname[start : end + 1]}' in file name '{fname}' must hold only 0/1 digits",
+            f"label '{fname[start : end + 1]}' in file name '{shown}' must hold only 0/1 digits",
             fix="write one 0 or 1 per class, separated by spaces, commas or nothing",
         )
     labels = np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.int64) - ord("0")
-    _check_vector(labels, num_classes, f"file name '{fname}'")
+    _check_vector(labels, num_classes, f"file name '{shown}'")
     return labels
+
+
+def is_inside_name(name: str) -> bool:
+    """Whether a '/'-separated relative name stays inside the folder it is relative to: not absolute, no
+    drive, no '..' step. (A labels CSV may only name images in its own folder tree.)"""
+    posix = PurePosixPath(name)
+    windows = PureWindowsPath(name)
+    return not (posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts)
 
 
 def format_label_vector(labels: Sequence[int]) -> str:
@@ -125,6 +141,11 @@ def read_label_csv(
         image = row[0].strip().replace("\\", "/")
         if not image:
             raise SIAError(f"{where} has no image name", fix="fill in the 'image' column or delete the row")
+        if not is_inside_name(image):
+            raise SIAError(
+                f"{where} names '{image}', which is outside the folder {path.parent}",
+                fix=f"list images by their path inside {path.parent} (e.g. 'sub/x.png'), or move them into it",
+            )
         if image in labels:
             raise SIAError(f"{where} lists '{image}' a second time", fix="keep one row per image")
         cells = [row[1 + i].strip() for i in order]

@@ -26,8 +26,8 @@ import numpy as np
 import yaml
 
 from ..classes import DATASET_PRESETS, IGNORE_COLOUR, default_palette
-from ..config import DataConfig
-from ..errors import SIAError
+from ..config import DataConfig, parse_fields
+from ..errors import SIAError, yaml_problem
 from .images import IMAGE_EXTENSIONS, image_size, list_images, read_mask, read_rgb
 from .labels import LABELS_CSV, parse_label_vector, read_label_csv
 
@@ -38,6 +38,7 @@ __all__ = [
     "TrainItem",
     "EvalItem",
     "dataset_description",
+    "write_dataset_yaml",
     "apply_to_data_config",
     "default_palette",
     "train_folder",
@@ -129,23 +130,63 @@ def dataset_description(root: PathLike, preset: Optional[str] = None) -> dict[st
     return desc
 
 
+def write_dataset_yaml(root: PathLike, desc: dict[str, Any], source: str = "napari-sia") -> Optional[Path]:
+    """Record classes typed by a user in ``<root>/dataset.yaml``, so the CLI and a reopened folder use them.
+
+    A ``dataset.yaml`` written by anything but ``source`` (i.e. by the user) is never rewritten; nor is one that
+    already lists these classes.
+
+    Args:
+        root: dataset root (the folder ``sia-core train --data`` names).
+        desc: a dataset description (``classes``, ``ignore_index``, ``palette``, ``white_background``).
+        source: who writes it, stored in the file.
+
+    Returns:
+        The file written, or None when an existing one was kept.
+
+    Raises:
+        SIAError: the folder cannot be written.
+    """
+    from ..io_utils import atomic_write_text
+
+    target = Path(root) / DATASET_YAML
+    if target.exists():
+        try:
+            existing = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        if not isinstance(existing, dict) or existing.get("source") != source:
+            return None
+        if existing.get("classes") == list(desc["classes"]) and existing.get("palette") == desc.get("palette"):
+            return None
+    content = {
+        **{k: desc[k] for k in ("name", "classes", "ignore_index", "palette", "white_background") if k in desc},
+        "source": source,
+        "description": f"classes recorded by {source}",
+    }
+    try:
+        return atomic_write_text(target, yaml.safe_dump(content, sort_keys=False))
+    except OSError as err:
+        raise SIAError(f"cannot write {target}: {err}", fix="use a folder you can write to") from err
+
+
 def apply_to_data_config(desc: dict[str, Any], data: Optional[DataConfig] = None) -> DataConfig:
     """A copy of ``data`` (default: a fresh :class:`DataConfig`) with the description's values set."""
     data = data if data is not None else DataConfig()
     fields = {f.name for f in dataclasses.fields(DataConfig)}
     updates = {k: _deepcopy(v) for k, v in desc.items() if k in fields}
-    for key in ("mean", "std"):
-        if key in updates:
-            updates[key] = tuple(float(v) for v in updates[key])
+    # Type-check here, naming the dataset.yaml: a bad value must not surface later as an error of --set.
+    updates = parse_fields(DataConfig, updates, where=f"{desc.get('source', 'dataset description')}: data")
     return dataclasses.replace(data, **updates)
 
 
 def _read_dataset_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        msg = str(err).replace("\n", " ")
-        raise SIAError(f"cannot read {path}: {msg}", fix="check the YAML syntax") from err
+    except yaml.YAMLError as err:
+        raise SIAError(f"cannot parse {path}: {yaml_problem(err)}", fix="check the YAML syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SIAError(f"cannot read {path}: {err}", fix="save it as UTF-8 YAML text") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
