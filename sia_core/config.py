@@ -390,6 +390,10 @@ def cpu() -> SIAConfig:
     cfg.train.num_workers = 1
     cfg.infer.scales = (1.0,)
     cfg.infer.flip = True
+    # Measured on the tune part of WSSS4LUAD val (README, Levers): the ungated decoder of a model this small
+    # paints classes the image does not hold (normal lung on tumour, stroma on normal); restricted to the
+    # classes its own classifier predicts, the label-free decoder went from mIoU 0.546 to 0.702.
+    cfg.infer.gate = True
     return cfg
 
 

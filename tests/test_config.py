@@ -94,3 +94,8 @@ def test_bad_overrides():
         get_preset("cpu").with_overrides(["variant=z"])
     with pytest.raises(SIAError, match="config file not found"):
         SIAConfig.load("/nonexistent/cfg.yaml")
+
+
+def test_cpu_preset_gates_the_decoder_and_paper_keeps_the_papers_protocol():
+    assert get_preset("cpu").infer.gate is True  # measured on the tune part of WSSS4LUAD val (README, Levers)
+    assert get_preset("paper").infer.gate is False  # the paper scores the decoder without image labels
