@@ -1,4 +1,4 @@
-"""Multi-scale, flipped, normalised CAM / aux-CAM / inhibition map / segmentation (METHOD §1.3, §2.3).
+"""Multi-scale, flipped, normalised CAM / aux-CAM / inhibition map / segmentation (docs/method.md §1.3, §2.3).
 
 One function serves training (no-grad pseudo-labels, priors, crop ROIs) and inference (the predictor).
 For every scale the image and its horizontal flip run as one batch; each map is resized to the output size,

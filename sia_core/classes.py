@@ -198,7 +198,7 @@ CLASS_PRESETS: dict[str, ClassSet] = {
         ["tumor", "stroma", "normal"], [[0, 64, 128], [64, 128, 0], [243, 152, 0]], 3, True, "wsss4luad"
     ),
 }  # fmt: skip
-"""The classes of the public datasets (LUAD-HistoSeg, BCSS-WSSS, WSSS4LUAD; METHOD §6.2-6.4)."""
+"""The classes of the public datasets (LUAD-HistoSeg, BCSS-WSSS, WSSS4LUAD; docs/method.md §6.2-6.4)."""
 
 DATASET_PRESETS: dict[str, dict[str, Any]] = {k: v.description() for k, v in CLASS_PRESETS.items()}
 """:data:`CLASS_PRESETS` as dataset descriptions; a dataset.yaml overrides any key."""

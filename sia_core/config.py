@@ -1,7 +1,7 @@
 """One typed configuration for the whole project, shared by the CLI, the napari widget and the run directory.
 
-Every hyper-parameter of METHOD.md lives here. A config serialises to YAML or JSON and back without loss
-(`SIAConfig.save` / `SIAConfig.load`), is saved with every run, and accepts dotted overrides
+Every hyper-parameter of the method (docs/method.md) lives here. A config serialises to YAML or JSON and back
+without loss (`SIAConfig.save` / `SIAConfig.load`), is saved with every run, and accepts dotted overrides
 (`train.iterations=200`) from the command line or the GUI.
 
 Presets:
@@ -51,7 +51,7 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    """Encoder and decoder architecture (METHOD §1, §5.2)."""
+    """Encoder and decoder architecture (docs/method.md §1, §5.2)."""
 
     backbone: str = "vit_base_patch16_224"
     """Any timm ViT with absolute position embeddings. With hub or timm-tag ``pretrained`` weights it is set to
@@ -94,7 +94,7 @@ class ModelConfig:
 
 @dataclass
 class RFMConfig:
-    """Regularized Focus Mechanism: graph class tokens + CAM-prior regularisation (METHOD §2)."""
+    """Regularized Focus Mechanism: graph class tokens + CAM-prior regularisation (docs/method.md §2)."""
 
     enabled: bool = True
     topk_ratio: float = 0.5
@@ -119,7 +119,7 @@ class RFMConfig:
 
 @dataclass
 class DAMConfig:
-    """Discriminative Activation Module: class-token contrast of global and local views (METHOD §3)."""
+    """Discriminative Activation Module: class-token contrast of global and local views (docs/method.md §3)."""
 
     enabled: bool = True
     weight: float = 0.5
@@ -142,7 +142,7 @@ class DAMConfig:
 
 @dataclass
 class RSMConfig:
-    """Region Self-modulation Module: training-free fusion of A and I (METHOD §4)."""
+    """Region Self-modulation Module: training-free fusion of A and I (docs/method.md §4)."""
 
     enabled: bool = True
     """Training pseudo-labels from the RSM (True) or from the CAM alone (False)."""
@@ -153,7 +153,7 @@ class RSMConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation (METHOD §5.4, §3.1)."""
+    """Training augmentation (docs/method.md §5.4, §3.1)."""
 
     flip: bool = True
     rot90: bool = True
@@ -170,7 +170,7 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and schedule (METHOD §5)."""
+    """Optimisation and schedule (docs/method.md §5)."""
 
     iterations: int = 10000
     batch_size: int = 16
@@ -217,7 +217,7 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """What the classes are and how images are prepared (METHOD §6)."""
+    """What the classes are and how images are prepared (docs/method.md §6)."""
 
     name: str = "luad-histoseg"
     classes: list[str] = field(default_factory=lambda: ["TE", "NEC", "LYM", "TAS"])
@@ -228,7 +228,7 @@ class DataConfig:
     ignore_index: int = 4
     """Mask value that is never trained on nor scored (background / glass)."""
     white_background: bool = True
-    """Mark white glass as ignored in pseudo-labels (LUAD, METHOD §6.4). False for BCSS."""
+    """Mark white glass as ignored in pseudo-labels (LUAD, docs/method.md §6.4). False for BCSS."""
     white_threshold: int = 200
     white_min_size: int = 50
     img_size: int = 224
@@ -356,11 +356,11 @@ class SIAConfig:
 
 
 PAPER_WEIGHTS = "vit_base_patch16_224.orig_in21k_ft_in1k"
-"""The paper's starting weights (METHOD §1.1): the original Google in21k -> in1k ViT-B/16 MoRe and ToCo load."""
+"""The paper's starting weights (docs/method.md §1.1): the original Google in21k -> in1k ViT-B/16 MoRe and ToCo load."""
 
 
 def paper() -> SIAConfig:
-    """The paper's setting (METHOD §5.3, §7), from ImageNet weights as the paper trains."""
+    """The paper's setting (docs/method.md §5.3, §7), from ImageNet weights as the paper trains."""
     cfg = SIAConfig(preset="paper")
     cfg.model.pretrained = PAPER_WEIGHTS
     return cfg

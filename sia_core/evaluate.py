@@ -1,4 +1,4 @@
-"""Evaluation (METHOD §6.6): one dataset-level confusion matrix per output and protocol, ignore index excluded.
+"""Evaluation (docs/method.md §6.6): one dataset-level confusion matrix per output and protocol, ignore index excluded.
 
 Two protocols, because knowing which classes an image holds is worth a lot on its own (on WSSS4LUAD val,
 every pixel set to one of the image's true classes already scores mIoU 0.50, the best label-free constant

@@ -1,4 +1,4 @@
-"""Dataset-level segmentation metrics from one confusion matrix (METHOD §6.6).
+"""Dataset-level segmentation metrics from one confusion matrix (docs/method.md §6.6).
 
 One matrix is accumulated over all pixels of all images (not averaged per image), as WSSS-Tissue's
 ``iouutils.scores`` and TPRO do. Rows are ground truth, columns prediction. Pixels whose ground truth is

@@ -1,4 +1,4 @@
-"""The training objective of one step (METHOD §5.1, §5.5):
+"""The training objective of one step (docs/method.md §5.1, §5.5):
 
     L = L_cls(main + aux) + alpha1 L_dam + alpha2 L_seg + w_cre L_cre + w_ure L_ure + w_mct L_mct
 

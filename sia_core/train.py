@@ -1,4 +1,4 @@
-"""The training loop (METHOD §5): one generator that the CLI, the napari widget and torchrun all drive.
+"""The training loop (docs/method.md §5): one generator that the CLI, the napari widget and torchrun all drive.
 
 A run directory holds::
 

@@ -1,4 +1,4 @@
-"""Dataset-level confusion-matrix metrics against hand-computed values (METHOD §6.6)."""
+"""Dataset-level confusion-matrix metrics against hand-computed values (docs/method.md §6.6)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_hand_computed_3x3() -> None:
     assert r["pixel_accuracy"] == pytest.approx(12 / 16)
     assert r["FwIoU"] == pytest.approx(6 / 16 * iou[0] + 6 / 16 * iou[1] + 4 / 16 * iou[2])
     assert r["num_pixels"] == 16
-    # Jensen: mean Dice <= 2 mIoU / (1 + mIoU) (METHOD §6.6 consistency check)
+    # Jensen: mean Dice <= 2 mIoU / (1 + mIoU) (docs/method.md §6.6 consistency check)
     assert r["mDice"] <= 2 * r["mIoU"] / (1 + r["mIoU"]) + 1e-12
 
 

@@ -1,4 +1,4 @@
-"""The SIA-WSSS network: shapes (METHOD §10), losses against hand-computed values, RSM, variants, weights."""
+"""The SIA-WSSS network: shapes (docs/method.md §10), losses against hand-computed values, RSM, variants, weights."""
 
 from __future__ import annotations
 

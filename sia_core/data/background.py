@@ -1,4 +1,4 @@
-"""White-glass background of H&E images (METHOD §6.4, WSSS-Tissue ``gen_bg_mask``).
+"""White-glass background of H&E images (docs/method.md §6.4, WSSS-Tissue ``gen_bg_mask``).
 
 LUAD pseudo-labels get the ignore index on white glass; BCSS does not use this, because its white regions
 (fat) are tissue.

@@ -1,6 +1,6 @@
 """Image-level labels: parsed from training file names, or kept in a labels CSV.
 
-File names follow the WSSS-Tissue conventions (METHOD §6.2): the label vector is the text between the
+File names follow the WSSS-Tissue conventions (docs/method.md §6.2): the label vector is the text between the
 last ``[`` and the following ``]``, one 0/1 digit per class in class order, separated by spaces
 (LUAD-HistoSeg ``name-[1 0 0 1].png``), commas (WSSS4LUAD ``name-[1, 0, 1].png``) or nothing
 (BCSS-WSSS ``name[1101].png``).

@@ -1,4 +1,4 @@
-"""Dataset folders in the WSSS-Tissue layout (METHOD §6.1) and their description (``dataset.yaml``).
+"""Dataset folders in the WSSS-Tissue layout (docs/method.md §6.1) and their description (``dataset.yaml``).
 
 ::
 

@@ -1,4 +1,4 @@
-"""Training views of one image (METHOD §3.1, §5.4): the classification input (= global view 1), the second
+"""Training views of one image (docs/method.md §3.1, §5.4): the classification input (= global view 1), the second
 global view and the local-crop source, plus the ignore mask and an optional corrected mask.
 
 All geometric augmentation (flips, 90 degree rotations, crop/pad to the training size) is applied once and

@@ -1,4 +1,4 @@
-"""Discriminative Activation Module (METHOD §3): ToCo's class-token contrast between global and local views.
+"""Discriminative Activation Module (docs/method.md §3): ToCo's class-token contrast between global and local views.
 
 The local crops are cut where the CAM is not confident; crops dominated by low activation are negatives.
 A student projection head P_f sees all views; an EMA teacher P_c sees the two global views. The loss is

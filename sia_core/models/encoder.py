@@ -1,4 +1,4 @@
-"""Multi-class-token ViT encoder (METHOD §1.1-1.2): a timm ViT with R register tokens and C class tokens.
+"""Multi-class-token ViT encoder (docs/method.md §1.1-1.2): a timm ViT with R register tokens and C class tokens.
 
 Our own forward reuses timm's modules (patch embedding, position embedding, blocks, final norm) because we
 prepend several prefix tokens and need the patch tokens of an intermediate block for the auxiliary

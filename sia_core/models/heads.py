@@ -1,4 +1,4 @@
-"""Patch-token classifier (CAM) and the LargeFOV segmentation decoder (METHOD §1.3, §5.2)."""
+"""Patch-token classifier (CAM) and the LargeFOV segmentation decoder (docs/method.md §1.3, §5.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pixel-adaptive refinement (PAR, ToCo / MoRe; METHOD §4 "optional refinement"): class maps made at token
+"""Pixel-adaptive refinement (PAR, ToCo / MoRe; docs/method.md §4 "optional refinement"): class maps made at token
 resolution (one value per 16 x 16 px) are propagated along the image's own colour edges.
 
 Each pixel repeatedly takes the affinity-weighted mean of its neighbours' class scores, 8 neighbours at each

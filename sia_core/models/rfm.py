@@ -1,7 +1,7 @@
-"""Regularized Focus Mechanism (METHOD §2): graph-regularised class tokens Q, the CAM-prior regularisers
+"""Regularized Focus Mechanism (docs/method.md §2): graph-regularised class tokens Q, the CAM-prior regularisers
 (CRE, URE), class-token discrimination (MCT) and the inhibition map I (MoRe's LAM).
 
-Symbols follow METHOD: T class tokens (B, C, D), P patch tokens (B, N, D), Q graph class tokens (B, C, D),
+Symbols follow docs/method.md: T class tokens (B, C, D), P patch tokens (B, N, D), Q graph class tokens (B, C, D),
 M prior map on the token grid (B, N) with values 0..C-1 (confident class), ``LOW`` or ``UNCERTAIN``.
 """
 
@@ -116,7 +116,7 @@ def ure_select(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Kernel search for uncertain tokens surrounded by uncertain/confident ones (MoRe URELoss_neg).
 
-    The window is centred on the token (MoRe indexes it off-centre; METHOD §2.2 recommends centring) and
+    The window is centred on the token (MoRe indexes it off-centre; docs/method.md §2.2 recommends centring) and
     clipped at the borders: score = sum(ROI in window) / kernel^2 with ROI 1 uncertain, 2 confident. At most
     ``max_tokens`` selected at random per image; when fewer are found, floor((max - n) / 4) random confident
     tokens are added.

@@ -1,4 +1,4 @@
-"""Region Self-modulation Module (METHOD §4): training-free fusion of the CAM A and the inhibition map I.
+"""Region Self-modulation Module (docs/method.md §4): training-free fusion of the CAM A and the inhibition map I.
 
     A'   = Norm(up(AvgPool_k(A_grid)))                 region-consistent activation
     I'   = Norm(up(AvgPool_k(I_grid)))                 class-wise average-pooled inhibition map

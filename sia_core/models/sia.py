@@ -127,5 +127,5 @@ class SIAModel(nn.Module):
 
     @staticmethod
     def view_descriptor(enc: EncoderOutput) -> torch.Tensor:
-        """The DAM descriptor of a view: the mean of its C class-token outputs (METHOD §3.3)."""
+        """The DAM descriptor of a view: the mean of its C class-token outputs (docs/method.md §3.3)."""
         return enc.tokens.mean(1)

@@ -3,7 +3,8 @@ read regions at the model's resolution and find the tissue.
 
 Pixels are never loaded whole: every level is a lazy (H, W, 3) uint8 array on top of tifffile's zarr
 interface (``TiffFile.aszarr(level=k)`` opened with zarr), so slicing decodes only the TIFF tiles it
-touches. Tested with tifffile 2026.3 + zarr 3.1 (ECOSYSTEM.md §5: older tifffile/zarr-3 pairs broke).
+touches. Tested with tifffile 2026.3 + zarr 3.1 (older tifffile / zarr 3 pairs broke the aszarr store:
+tifffile issues #272, #289, #297, #310).
 
 Resolution: a model sees tissue at the scale it was trained at. The slide level closest to that scale is
 chosen and, when no level matches within 10 %, the region is resampled to it, so 224 px of slide cover
