@@ -113,9 +113,7 @@ def resolve_weights_path(path: Union[str, Path]) -> Path:
     return path
 
 
-def load_model(
-    path: Union[str, Path], device: Union[str, torch.device] = "cpu"
-) -> tuple[SIAModel, SIAConfig]:
+def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> tuple[SIAModel, SIAConfig]:
     """Load a trained SIA model (eval mode) from a run directory or a weights file."""
     weights = resolve_weights_path(path)
     state, cfg, _ = read_weights(weights)

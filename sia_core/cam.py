@@ -105,9 +105,7 @@ def class_maps(
             orig = maps_of(base)
             logits = base.logits.detach().float()
             flipped = (
-                maps_of(model.forward_head(model.forward_features(x.flip(-1)), decoder=want_seg))
-                if flip
-                else None
+                maps_of(model.forward_head(model.forward_features(x.flip(-1)), decoder=want_seg)) if flip else None
             )
         else:
             size = (h, w) if scale == 1.0 else _scaled_size(h, w, scale, patch)

@@ -113,9 +113,7 @@ class SIAPredictor:
                 fix="convert the image to RGB (grayscale and RGBA are converted by sia_core.data.images.read_rgb)",
             )
         if image.dtype != np.uint8:
-            raise SIAError(
-                f"expected a uint8 image, got {image.dtype}", fix="scale the image to 0..255 uint8"
-            )
+            raise SIAError(f"expected a uint8 image, got {image.dtype}", fix="scale the image to 0..255 uint8")
         return image[..., :3]
 
     def _check_labels(self, labels: Optional[Sequence[int]], n: int) -> Optional[np.ndarray]:
@@ -190,9 +188,7 @@ class SIAPredictor:
         inhibition = activation = result = None
         if maps.inhibition_grid is not None:
             r = self.cfg.rsm
-            rsm = rsm_fuse(
-                maps.cam, maps.inhibition_grid, present, r.pool, r.obj_threshold, r.erosion, maps.cam_grid
-            )
+            rsm = rsm_fuse(maps.cam, maps.inhibition_grid, present, r.pool, r.obj_threshold, r.erosion, maps.cam_grid)
             inhibition, activation, result = maps.inhibition * present[:, :, None, None], rsm.activation, rsm.result
         probs = maps.seg
         if given is not None or self.cfg.infer.gate:
@@ -238,9 +234,7 @@ class SIAPredictor:
             "probabilities": np_maps(probs),
         }
         return [
-            Prediction(
-                **{f.name: (per[f.name][i] if per[f.name] is not None else None) for f in fields(Prediction)}
-            )
+            Prediction(**{f.name: (per[f.name][i] if per[f.name] is not None else None) for f in fields(Prediction)})
             for i in range(b)
         ]
 
@@ -323,18 +317,14 @@ class SIAPredictor:
         tile_present: list[np.ndarray] = []
 
         def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-            preds = self.predict_batch(
-                batch, None if given is None else given[0], scales, flip, mask_background=False
-            )
+            preds = self.predict_batch(batch, None if given is None else given[0], scales, flip, mask_background=False)
             tile_scores.extend(p.scores for p in preds)
             tile_present.extend(p.labels for p in preds)
             return {k: np.stack([p.maps()[k] for p in preds]) for k in preds[0].maps()}
 
         maps = tiled_map(run, image, tile, overlap, batch_size, progress=progress)
         scores = np.max(tile_scores, axis=0).astype(np.float32)
-        present = (
-            given[0].astype(np.uint8) if given is not None else np.max(tile_present, axis=0).astype(np.uint8)
-        )
+        present = given[0].astype(np.uint8) if given is not None else np.max(tile_present, axis=0).astype(np.uint8)
         rsm = maps.get("rsm")
         use_rsm = rsm is not None and self.cfg.rsm.enabled
         source = rsm if use_rsm else maps["cam"]

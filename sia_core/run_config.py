@@ -27,7 +27,8 @@ def resolve_train_config(
     backbone's starting weights are fetched and the config completed from them (``resolve_pretrained``)."""
     import yaml
 
-    from .config import apply_variant, get_preset, validate_config
+    from .config import apply_variant, get_preset
+    from .config_checks import validate_config
     from .data.layout import apply_to_data_config, dataset_description
     from .pretrained import resolve_pretrained
 

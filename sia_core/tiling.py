@@ -135,9 +135,7 @@ class TiledBlender:
         return self.out
 
 
-def iter_tiles(
-    image: Any, tile: int, overlap: int, pad_value: int = 255
-) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_tiles(image: Any, tile: int, overlap: int, pad_value: int = 255) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(y0, x0, crop)`` for every tile of ``tile_grid``, crops always ``tile x tile (x C)``.
 
     Crops reaching past the image are padded bottom/right with ``pad_value``: 255 (white), since glass

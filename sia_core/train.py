@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader
 
 from .build import build_model, read_weights, resolve_weights_path, save_weights
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import SIAConfig, validate_config
+from .config import SIAConfig
+from .config_checks import validate_config
 from .data.layout import EvalItem
 from .data.train_dataset import BatchSchedule, TrainSample, WeakLabelDataset, balanced_weights
 from .errors import SIAError
@@ -204,9 +205,7 @@ def train_iter(
     di = dist_info()
     if resume:
         if not files.config.is_file():
-            raise SIAError(
-                f"nothing to resume in {files.root} (no config.yaml)", fix="start the run without --resume"
-            )
+            raise SIAError(f"nothing to resume in {files.root} (no config.yaml)", fix="start the run without --resume")
         cfg = SIAConfig.load(files.config)
     else:
         cfg = resolve_pretrained(cfg)  # fetch the starting weights, record which they are (no-op for random init)
@@ -380,9 +379,7 @@ def _validate(
         # Rank 0 scores the whole split; the others wait so every rank leaves validation together.
         result: list[Any] = [None]
         if di.is_main:
-            result[0] = evaluate_items(
-                SIAPredictor(model, cfg, device), items, batch_size=cfg.infer.batch_size
-            )
+            result[0] = evaluate_items(SIAPredictor(model, cfg, device), items, batch_size=cfg.infer.batch_size)
         dist.broadcast_object_list(result, src=0)
         return result[0]
     return evaluate_items(SIAPredictor(model, cfg, device), items, batch_size=cfg.infer.batch_size)

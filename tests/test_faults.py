@@ -288,7 +288,8 @@ def test_values_out_of_range_are_refused_before_anything_is_written(data, tmp_pa
 
 
 def test_valid_presets_pass_validation():
-    from sia_core.config import PRESETS, get_preset, validate_config
+    from sia_core.config import PRESETS, get_preset
+    from sia_core.config_checks import validate_config
 
     for name in PRESETS:
         validate_config(get_preset(name))

@@ -121,9 +121,7 @@ def test_geojson_tricky_topologies_round_trip() -> None:
     gj = _check_geojson(tricky(), CLASSES)
     by_class = {}
     for f in gj["features"]:
-        by_class.setdefault(f["properties"]["classification"]["name"], []).append(
-            f["geometry"]["coordinates"]
-        )
+        by_class.setdefault(f["properties"]["classification"]["name"], []).append(f["geometry"]["coordinates"])
     # square with hole: 1 shell + 1 hole; the island in the hole is its own polygon of another class
     assert sorted(len(p) for p in by_class["tumour"]) == [2, 2]
     assert len(by_class["stroma"]) == 1 + 4  # island + four diagonal-only pixels, each separate

@@ -104,9 +104,7 @@ def test_csv_takes_precedence(tmp_path: Path) -> None:
     _png(train / "overridden-[1 0 0].png")
     _png(train / "plain.png")
     _png(train / "unlabelled.png")
-    write_label_csv(
-        train / LABELS_CSV, {"overridden-[1 0 0].png": [0, 0, 1], "plain.png": [0, 1, 1]}, ["t", "s", "n"]
-    )
+    write_label_csv(train / LABELS_CSV, {"overridden-[1 0 0].png": [0, 0, 1], "plain.png": [0, 1, 1]}, ["t", "s", "n"])
     items = {i.path.name: i.labels.tolist() for i in find_train_items(tmp_path, 3, ["t", "s", "n"])}
     # named: from its name; overridden: the CSV wins; plain: CSV only; unlabelled: skipped.
     assert items == {

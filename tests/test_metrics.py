@@ -110,9 +110,7 @@ def test_torch_matches_numpy() -> None:
     rng = np.random.default_rng(2)
     gt, pred = rng.integers(0, 5, (3, 20, 20)), rng.integers(0, 4, (3, 20, 20))
     a = ConfusionMatrix(4, ignore_index=4).update(gt, pred)
-    b = ConfusionMatrix(4, ignore_index=4).update(
-        torch.from_numpy(gt), torch.from_numpy(pred).to(torch.uint8)
-    )
+    b = ConfusionMatrix(4, ignore_index=4).update(torch.from_numpy(gt), torch.from_numpy(pred).to(torch.uint8))
     c = ConfusionMatrix(4, ignore_index=4).update(torch.from_numpy(gt), pred)  # mixed inputs
     np.testing.assert_array_equal(a.matrix, b.matrix)
     np.testing.assert_array_equal(a.matrix, c.matrix)
@@ -127,9 +125,7 @@ def test_merge_add_reset_from_matrix() -> None:
     shards = [ConfusionMatrix(3, 3).update(gt, pred) for gt, pred in parts]
     summed = shards[0] + shards[1] + shards[2]
     np.testing.assert_array_equal(summed.matrix, whole.matrix)
-    np.testing.assert_array_equal(
-        shards[0].matrix, ConfusionMatrix(3, 3).update(*parts[0]).matrix
-    )  # unchanged
+    np.testing.assert_array_equal(shards[0].matrix, ConfusionMatrix(3, 3).update(*parts[0]).matrix)  # unchanged
     merged = ConfusionMatrix(3, 3).merge(shards[0]).merge(shards[1]).merge(shards[2])
     np.testing.assert_array_equal(merged.matrix, whole.matrix)
     rebuilt = ConfusionMatrix.from_matrix(whole.matrix)

@@ -251,9 +251,7 @@ def test_variant_forward_backward(variant):
     out = sia_losses(model, make_batch(), cfg, progress=0.6)
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    rfm_on, dam_on, _ = {"a": (0, 0, 0), "b": (1, 0, 0), "c": (0, 1, 0), "d": (1, 1, 0), "f": (1, 1, 1)}[
-        variant
-    ]
+    rfm_on, dam_on, _ = {"a": (0, 0, 0), "b": (1, 0, 0), "c": (0, 1, 0), "d": (1, 1, 0), "f": (1, 1, 1)}[variant]
     assert (model.rfm is not None) == bool(rfm_on)
     assert (model.dam is not None) == bool(dam_on)
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
@@ -262,9 +260,7 @@ def test_variant_forward_backward(variant):
             assert torch.isfinite(g).all(), name
 
     def reached(prefix: str) -> bool:
-        return any(
-            g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith(prefix)
-        )
+        return any(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith(prefix))
 
     for prefix in ("encoder.", "classifier.", "classifier_aux.", "decoder."):
         assert reached(prefix), f"{variant}: no gradient reached {prefix}"
@@ -364,9 +360,7 @@ def test_backbone_weights_errors(tmp_path):
     cfg.model.backbone_weights = str(tmp_path / "missing.pth")
     with pytest.raises(SIAError, match="not found.*missing.pth"):
         build_model(cfg)
-    other = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, depth=2, embed_dim=48, num_heads=2, img_size=64
-    )
+    other = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, embed_dim=48, num_heads=2, img_size=64)
     wrong = tmp_path / "other.pth"
     torch.save(other.state_dict(), wrong)
     cfg.model.backbone_weights = str(wrong)
@@ -385,9 +379,7 @@ def test_backbone_weights_errors(tmp_path):
 
 
 def test_sia_file_expected_not_backbone_file(tmp_path):
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, depth=1, embed_dim=32, num_heads=2, img_size=64
-    )
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, embed_dim=32, num_heads=2, img_size=64)
     from safetensors.torch import save_file
 
     path = tmp_path / "backbone.safetensors"

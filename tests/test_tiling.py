@@ -119,9 +119,7 @@ def test_tiled_map_reassembles_per_pixel_outputs(h: int, w: int, batch: int) -> 
         f = x.astype(np.float32) / 255.0
         return {"rgb": f.transpose(0, 3, 1, 2), "grey": f.mean(axis=3, keepdims=True).transpose(0, 3, 1, 2)}
 
-    maps = tiled_map(
-        fn, img, 32, 8, batch_size=batch, progress=lambda done, total: calls.append((done, total))
-    )
+    maps = tiled_map(fn, img, 32, 8, batch_size=batch, progress=lambda done, total: calls.append((done, total)))
     expected = img.astype(np.float32).transpose(2, 0, 1) / 255.0
     assert maps["rgb"].shape == (3, h, w) and maps["grey"].shape == (1, h, w)
     np.testing.assert_allclose(maps["rgb"], expected, atol=1e-6)

@@ -25,9 +25,7 @@ from sia_core.train import train_iter
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    return make_synthetic_dataset(
-        tmp_path_factory.mktemp("synth") / "data", n_train=12, n_val=4, size=64, seed=1
-    )
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synth") / "data", n_train=12, n_val=4, size=64, seed=1)
 
 
 def cfg_for(data: Path, iterations: int = 4, **over):
@@ -80,10 +78,7 @@ def test_resume_matches_uninterrupted_run(synth, tmp_path):
     b, _, _ = read_weights(tmp_path / "stopped" / "last.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    log = [
-        json.loads(line)["iteration"]
-        for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()
-    ]
+    log = [json.loads(line)["iteration"] for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3, 4]
 
 
@@ -196,9 +191,7 @@ def test_two_process_training_agrees_and_only_rank0_writes(synth, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     d0, d1 = (digests / "rank0.txt").read_text(), (digests / "rank1.txt").read_text()
     assert d0 == d1  # gradients were averaged: both ranks hold the same weights
-    log = [
-        json.loads(line)["iteration"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
-    ]
+    log = [json.loads(line)["iteration"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3]  # one writer: no duplicated lines
     assert {p.name for p in (tmp_path / "run").iterdir()} == {
         "config.yaml",

@@ -312,9 +312,7 @@ def _scale_to_uint8(arr: np.ndarray, path: Union[str, Path]) -> np.ndarray:
 
 def _rgb_tuple(colour: Sequence[int]) -> tuple[int, int, int]:
     if len(colour) != 3:
-        raise SIAError(
-            f"palette colour {list(colour)} is not [r, g, b]", fix="write each colour as [r, g, b]"
-        )
+        raise SIAError(f"palette colour {list(colour)} is not [r, g, b]", fix="write each colour as [r, g, b]")
     return int(colour[0]), int(colour[1]), int(colour[2])
 
 
@@ -359,7 +357,6 @@ def _rgb_to_index(
         more = f" and {unknown.size - 5} more" if unknown.size > 5 else ""
         raise SIAError(
             f"RGB mask {path} has colours {shown}{more} that are not in the palette {list(colours.values())}",
-            fix="re-export the mask with the dataset palette (no anti-aliasing/JPEG), or fix 'palette' in "
-            "dataset.yaml",
+            fix="re-export the mask with the dataset palette (no anti-aliasing/JPEG), or fix 'palette' in dataset.yaml",
         )
     return values[pos]

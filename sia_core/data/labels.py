@@ -89,9 +89,7 @@ def format_label_vector(labels: Sequence[int]) -> str:
     return "[" + " ".join(str(int(v)) for v in labels) + "]"
 
 
-def read_label_csv(
-    path: Union[str, os.PathLike], classes: Optional[Sequence[str]] = None
-) -> dict[str, np.ndarray]:
+def read_label_csv(path: Union[str, os.PathLike], classes: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
     """Read a labels CSV.
 
     Args:
@@ -116,9 +114,7 @@ def read_label_csv(
         raise SIAError(f"cannot read labels CSV {path}: {err}", fix="save it as UTF-8 text") from err
     rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
     if not rows:
-        raise SIAError(
-            f"labels CSV {path} is empty", fix="write a header 'image,<class>,...' and one row per image"
-        )
+        raise SIAError(f"labels CSV {path} is empty", fix="write a header 'image,<class>,...' and one row per image")
     header = [cell.strip() for cell in rows[0]]
     if not header or header[0] != "image" or len(header) < 2:
         raise SIAError(
@@ -157,9 +153,7 @@ def read_label_csv(
     return labels
 
 
-def write_label_csv(
-    path: Union[str, os.PathLike], labels: Mapping[str, Sequence[int]], classes: Sequence[str]
-) -> Path:
+def write_label_csv(path: Union[str, os.PathLike], labels: Mapping[str, Sequence[int]], classes: Sequence[str]) -> Path:
     """Write a labels CSV atomically (rows sorted by image name).
 
     Args:
@@ -178,9 +172,7 @@ def write_label_csv(
         vector = np.asarray(labels[image]).reshape(-1)
         where = f"labels for '{image}' (writing {path})"
         if vector.size and not np.isin(vector, (0, 1)).all():
-            raise SIAError(
-                f"{where} hold values other than 0/1: {vector.tolist()}", fix="use 0 or 1 per class"
-            )
+            raise SIAError(f"{where} hold values other than 0/1: {vector.tolist()}", fix="use 0 or 1 per class")
         _check_vector(vector.astype(np.int64), len(classes), where)
         writer.writerow([str(image).replace("\\", "/"), *(int(v) for v in vector)])
     atomic_write_text(path, buf.getvalue())

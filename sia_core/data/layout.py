@@ -224,8 +224,7 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     ignore = desc["ignore_index"]
     if isinstance(ignore, bool) or not isinstance(ignore, int) or not num_classes <= ignore <= 255:
         raise SIAError(
-            f"{where}: 'ignore_index' must be an integer in {num_classes}..255 (not a class index), "
-            f"got {ignore!r}",
+            f"{where}: 'ignore_index' must be an integer in {num_classes}..255 (not a class index), got {ignore!r}",
             fix=f"use ignore_index: {num_classes} or the mask value of background in your masks",
         )
     palette = desc["palette"]
@@ -237,8 +236,7 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     )
     if not valid_colours or len(palette) < num_classes:
         raise SIAError(
-            f"{where}: 'palette' must list at least {num_classes} colours [r, g, b] (0..255), "
-            f"got {palette!r}",
+            f"{where}: 'palette' must list at least {num_classes} colours [r, g, b] (0..255), got {palette!r}",
             fix="give one [r, g, b] per class, optionally followed by the background colour",
         )
     desc["palette"] = [list(c) for c in palette]
@@ -248,9 +246,7 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
 
 def _infer_classes(root: Path) -> list[str]:
     if not root.is_dir():
-        raise SIAError(
-            f"dataset folder not found: {root}", fix="give the folder that holds train/ (and val/)"
-        )
+        raise SIAError(f"dataset folder not found: {root}", fix="give the folder that holds train/ (and val/)")
     folder = train_folder(root)
     for csv_path in _label_csvs(root):
         with open(csv_path, encoding="utf-8-sig", newline="") as fh:
@@ -302,9 +298,7 @@ def _label_csvs(root: Path) -> list[Path]:
     return found
 
 
-def find_train_items(
-    root: PathLike, num_classes: int, classes: Optional[Sequence[str]] = None
-) -> list[TrainItem]:
+def find_train_items(root: PathLike, num_classes: int, classes: Optional[Sequence[str]] = None) -> list[TrainItem]:
     """The weakly labelled training images of a dataset, sorted by path.
 
     Labels come from ``train/sia_labels.csv`` (or ``train/img/sia_labels.csv``) for the images it lists,
@@ -323,9 +317,7 @@ def find_train_items(
     """
     root = Path(root)
     if not root.is_dir():
-        raise SIAError(
-            f"dataset folder not found: {root}", fix="give the folder that holds train/ (and val/)"
-        )
+        raise SIAError(f"dataset folder not found: {root}", fix="give the folder that holds train/ (and val/)")
     folder = train_folder(root)
     if folder is None:
         raise SIAError(
@@ -428,9 +420,7 @@ def find_split(root: PathLike, split: str, check_sizes: bool = True) -> list[Eva
     img_dir, mask_dir = folder / "img", folder / "mask"
     for sub in (img_dir, mask_dir):
         if not sub.is_dir():
-            raise SIAError(
-                f"missing folder {sub}", fix=f"put images in {img_dir} and their masks in {mask_dir}"
-            )
+            raise SIAError(f"missing folder {sub}", fix=f"put images in {img_dir} and their masks in {mask_dir}")
     images = list_images(img_dir)
     if not images:
         raise SIAError(

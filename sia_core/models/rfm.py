@@ -63,9 +63,7 @@ class GraphClassTokens(nn.Module):
         val, idx = scores.topk(k, dim=-1)  # (B, C, K)
         r = val.softmax(dim=-1).unsqueeze(-1)  # edge weights r_ij
         b, c, _ = idx.shape
-        nb = torch.gather(
-            tails.unsqueeze(1).expand(b, c, -1, -1), 2, idx.unsqueeze(-1).expand(-1, -1, -1, h.shape[-1])
-        )
+        nb = torch.gather(tails.unsqueeze(1).expand(b, c, -1, -1), 2, idx.unsqueeze(-1).expand(-1, -1, -1, h.shape[-1]))
         hk = h.unsqueeze(2)
         edge = r * nb + (1 - r) * hk  # (B, C, K, D)
         gate = torch.tanh(hk + edge)
@@ -153,9 +151,7 @@ def ure_loss(
     """Uncertain relation enhancement L_ure (MoRe Eq. 8-9): pull selected tokens towards all present class
     tokens and away from absent ones, with absolute cosine; Q detached, the patch tokens keep their grad."""
     u = torch.gather(patches, 1, idx.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-    cos = torch.einsum(
-        "bsd,bcd->bsc", F.normalize(u.float(), dim=-1), F.normalize(q.detach().float(), dim=-1)
-    ).abs()
+    cos = torch.einsum("bsd,bcd->bsc", F.normalize(u.float(), dim=-1), F.normalize(q.detach().float(), dim=-1)).abs()
     pos = labels.float()[:, None, :]
     n_pos = pos.sum(-1)
     n_neg = (1 - pos).sum(-1)

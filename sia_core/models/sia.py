@@ -99,9 +99,7 @@ class SIAModel(nn.Module):
         """Encoder tokens of images (B, 3, H, W)."""
         return self.encoder(x)
 
-    def forward_head(
-        self, enc: EncoderOutput, rows: Optional[slice] = None, decoder: bool = True
-    ) -> SIAForward:
+    def forward_head(self, enc: EncoderOutput, rows: Optional[slice] = None, decoder: bool = True) -> SIAForward:
         """Classifiers, decoder and RFM on (a slice of the batch of) encoder tokens."""
         if rows is not None:
             enc = EncoderOutput(enc.tokens[rows], enc.patches[rows], enc.patches_aux[rows], enc.grid)
