@@ -4,6 +4,7 @@ becoming the next training's targets. Tiny synthetic images and the ``test`` pre
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -231,14 +232,21 @@ def test_fine_tune_runs_in_the_worker_and_stops_on_stop(widget, qtbot, image_fol
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(20)
     steps: list[int] = []
+    bar_texts: list[str] = []
+    w.train_job.progressed.connect(lambda done, total: bar_texts.append(w.train_job.bar.format()))
     w.start_training()
     assert w.train_job.busy
+    # before step 1 (reading images, building the model: a minute on a laptop) the bar counts the time
+    bar = w.train_job.bar
+    assert not bar.isHidden() and bar.format().startswith("reading images, building the model... 0:0")
     w.train_job.worker.yielded.connect(lambda info: steps.append(info.iteration))
     w.viewer.reset_view()  # GUI-thread work while training
     _wait_idle(qtbot, w.train_job)
     timer.stop()
     assert errors == []
     assert steps[-1] == 3
+    # the widget's own bar shows steps and the time left (not only napari's activity panel)
+    assert bar_texts[0] == "1/3 steps" and re.fullmatch(r"2/3 steps, about \d+:\d\d left", bar_texts[1])
     assert (run / "last.safetensors").is_file() and (run / "config.yaml").is_file()
     assert w.train_job.status.text().startswith("finished at step 3/3")
     assert w.train_job.state == JobState.DONE
@@ -382,6 +390,19 @@ def test_pseudo_labels_are_written_with_progress_and_stop(widget, qtbot, image_f
     assert progress == [1, 2, 3, 4, 5]
     mask = np.array(Image.open(image_folder / "sia_pseudo" / "patch_0.png"))
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 2, 3}
+
+    # what was written can be looked at from the widget: the current image's pseudo-mask, as its editable mask
+    w.image_combo.setCurrentIndex(1)  # patch_0
+    shown = w.show_pseudo_mask()
+    assert shown.name == "pseudo-mask (patch_0)" and shown.metadata["sia"]["image"] == str(image_folder / "patch_0.png")
+    assert (np.asarray(shown.data) == mask).all() and w.viewer.layers.selection.active == shown
+    assert shown.colormap.background_value == 3 and shown.features["class"][0] == "tumor"
+    assert w.mask_for_current("export") == shown  # the mask actions act on it
+    w.step_image(1)  # patch_1's own pseudo-mask replaces the view; patch_0's layer is put away
+    assert w.show_pseudo_mask().name == "pseudo-mask (patch_1)" and "pseudo-mask (patch_0)" not in w.viewer.layers
+    w.image_combo.setCurrentIndex(5)  # patch_4 is not labelled: no pseudo-mask, said so
+    assert w.show_pseudo_mask() is None and "no pseudo-mask for patch_4" in errors[-1]
+    errors.clear()
 
     # existing masks: nothing is overwritten without asking
     before = (image_folder / "sia_pseudo" / "patch_0.png").stat().st_mtime_ns
@@ -622,14 +643,17 @@ def _inspect(w, qtbot, run: Path) -> None:
     _wait_idle(qtbot, w.inspect_job)
 
 
+@pytest.mark.parametrize("image_left", ["remove", "hide", "keep"])
 def test_save_and_export_after_stepping_never_use_the_previous_images_mask(
-    widget, qtbot, image_folder, tiny_run, tmp_path, errors
+    widget, qtbot, image_folder, tiny_run, tmp_path, errors, image_left
 ):
     """Inspect and paint A, press the next arrow to B, Save correction / Export mask: A's mask must not be
-    written as B's (all patches have one size, so a shape check alone does not catch it)."""
+    written as B's (all patches have one size, so a shape check alone does not catch it), whatever happens to
+    A's layers when it is left, and even when A's mask is still the selected layer (the original bug)."""
     from napari.layers import Labels
 
     w = widget
+    w.other_layers.setCurrentText(image_left)
     w.open_folder(image_folder)
     w.image_combo.setCurrentIndex(1)  # A = patch_0
     _label(w, ["tumor", "stroma"])
@@ -638,6 +662,8 @@ def test_save_and_export_after_stepping_never_use_the_previous_images_mask(
     a_mask.data = np.zeros((64, 64), np.uint8)  # A painted all tumour
     w.next_button.click()  # B = patch_1, never inspected
     assert w.current.path.name == "patch_1.png"
+    assert w.viewer.layers.selection.active == w._folder_layer  # the selection moved to B
+    assert (a_mask in w.viewer.layers) == (image_left != "remove")
 
     exported = tmp_path / "b_mask.tif"
     w._ask_save_path = lambda *a: str(exported)
@@ -647,6 +673,17 @@ def test_save_and_export_after_stepping_never_use_the_previous_images_mask(
     assert not (image_folder / "sia_masks").exists() and not exported.exists()
     assert "[corrected]" not in w.image_combo.itemText(2)
     assert len(errors) == 2 and all("patch_1 has no mask" in e for e in errors)
+    if image_left != "remove":
+        # A's mask left selected while B is current (as napari did before): refused, named as A's
+        w._syncing = True  # select it without the selection switching the current image back to A
+        w.viewer.layers.selection.active = a_mask
+        w._syncing = False
+        assert w.current.path.name == "patch_1.png"
+        assert w.save_correction() is None and w.export_mask() is None
+        assert not (image_folder / "sia_masks").exists() and not exported.exists()
+        assert len(errors) == 4 and all("mask of another image (patch_0.png)" in e for e in errors[2:])
+        w.viewer.layers.selection.active = w._folder_layer
+        errors.clear()
 
     # B's own mask is what B saves and exports
     _label(w, ["normal"])
