@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from _wsss import PARTS, mean_sd, score_run, train_run, val_parts
+from _wsss import PARTS, mean_sd, score_run, train_run, train_side_by_side, val_parts
 
 from sia_core.config import VARIANTS, get_preset
 from sia_core.io_utils import atomic_write_text
@@ -56,27 +54,11 @@ def main() -> None:
         train(v, int(s))
         return
     if args.jobs > 1:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        base = [
-            sys.executable,
-            __file__,
-            "--data",
-            args.data,
-            "--out",
-            args.out,
-            "--preset",
-            args.preset,
-            *[f"--set={s}" for s in args.set],
-        ]
-        running: list[subprocess.Popen] = []
+        base = [sys.executable, __file__, "--data", args.data, "--out", args.out, "--preset", args.preset]
+        base += [f"--set={s}" for s in args.set]
         # longest first (the DAM variants), so the two workers finish close together
-        for v, s in sorted(jobs, key=lambda j: -VARIANTS[j[0]][1]):
-            while len(running) >= args.jobs:
-                running[0].wait()
-                running = [p for p in running if p.poll() is None]
-            running.append(subprocess.Popen([*base, "--only-train", f"{v}:{s}"], env=env))
-        for p in running:
-            p.wait()
+        order = sorted(jobs, key=lambda j: -VARIANTS[j[0]][1])
+        train_side_by_side(base, [f"{v}:{s}" for v, s in order], args.jobs)
 
     parts = val_parts(args.data)
     # Inference as the preset does it today (a run keeps the infer section it was trained with); the decoder

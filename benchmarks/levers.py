@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-from _wsss import score_run, train_run, val_parts
+from _wsss import score_run, train_run, train_side_by_side, val_parts
 
 from sia_core.io_utils import atomic_write_text
 
@@ -84,33 +82,10 @@ def main() -> None:
         )
         return
     if args.jobs > 1:
-        # One thread per run; each worker trains one lever, at most --jobs at a time.
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        base = [
-            sys.executable,
-            __file__,
-            "--data",
-            args.data,
-            "--out",
-            args.out,
-            "--preset",
-            args.preset,
-            "--variant",
-            args.variant,
-            "--seed",
-            str(args.seed),
-            "--levers",
-            args.levers,
-            *[f"--extra={e}" for e in args.extra],
-        ]
-        running: list[subprocess.Popen] = []
-        for name in levers:
-            while len(running) >= args.jobs:
-                running[0].wait()
-                running = [p for p in running if p.poll() is None]
-            running.append(subprocess.Popen([*base, "--only-train", name], env=env))
-        for p in running:
-            p.wait()
+        base = [sys.executable, __file__, "--data", args.data, "--out", args.out, "--preset", args.preset]
+        base += ["--variant", args.variant, "--seed", str(args.seed), "--levers", args.levers]
+        base += [f"--extra={e}" for e in args.extra] + [f"--set={s}" for s in args.set]
+        train_side_by_side(base, list(levers), args.jobs)
 
     parts = {"tune": val_parts(args.data)["tune"]}
     results = {}
