@@ -23,10 +23,12 @@ fit the architecture (which keys differ). Nothing falls back to random weights s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -243,6 +245,19 @@ def _progress_tqdm(progress: Optional[ProgressFn], cancel: Optional[threading.Ev
     return _Reporting
 
 
+@contextlib.contextmanager
+def _hub_quiet() -> Iterator[None]:
+    """huggingface_hub logs each failed request as a warning before it raises; the raised error becomes SIA's
+    one line (see :func:`_hub_error`), so the warning would only be a second, rawer copy of it."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _hub_file(
     repo: str,
     filename: str,
@@ -254,7 +269,8 @@ def _hub_file(
 
     if cancel is not None and cancel.is_set():
         raise DownloadCancelled()
-    path = hf_hub_download(repo, filename, revision=revision, tqdm_class=_progress_tqdm(progress, cancel))
+    with _hub_quiet():
+        path = hf_hub_download(repo, filename, revision=revision, tqdm_class=_progress_tqdm(progress, cancel))
     if cancel is not None and cancel.is_set():
         # A transfer that cannot be interrupted (hf_xet ignores an exception raised by its progress callback)
         # ends here: the file stays cached, the caller sees the cancel.
@@ -398,7 +414,8 @@ def _weights_config(src: WeightsSource, revision: Optional[str] = None) -> tuple
     import timm
 
     try:
-        resolved = timm.models.resolve_model_input_args(src.timm_name(revision))
+        with _hub_quiet():
+            resolved = timm.models.resolve_model_input_args(src.timm_name(revision))
     except Exception as err:
         mapped = _hub_error(err, src, "config.json")
         if mapped is not None:

@@ -375,6 +375,28 @@ def test_offline_cli_train_fails_with_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "r").exists()  # nothing written before the weights are there
 
 
+def test_unreachable_hub_is_one_line_not_a_logged_warning_too(tmp_path, monkeypatch, caplog):
+    """Online but the hub cannot be reached (no route, DNS): huggingface_hub logs each failed request as a
+    warning before raising; the user must see SIA's one line only."""
+    import logging
+
+    from huggingface_hub import constants
+
+    dead = "http://127.0.0.1:9"  # the discard port: connection refused
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", dead)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead + "/{repo_id}/resolve/{revision}/{filename}")
+    before = logging.getLogger("huggingface_hub").level
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(SIAError) as err:
+        fetch_pretrained("hf-hub:MahmoodLab/UNI")
+    assert "hub cannot be reached" in str(err.value) and "\n" not in str(err.value)
+    hub_records = [r for r in caplog.records if r.name.startswith("huggingface_hub") and r.levelno >= logging.WARNING]
+    assert hub_records == []
+    assert logging.getLogger("huggingface_hub").level == before  # restored
+
+
 # ------------------------------------------------------------------------------------------- hub stand-in
 
 
