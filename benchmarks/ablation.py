@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _wsss import PARTS, mean_sd, score_run, train_run, train_side_by_side, val_parts
 
-from sia_core.config import VARIANTS, get_preset
+from sia_core.config import VARIANTS, SIAConfig, get_preset
 from sia_core.io_utils import atomic_write_text
 
 KEYS = ("mDice", "mIoU", "mPrecision", "mRecall")
@@ -67,22 +67,25 @@ def main() -> None:
     scores: dict[str, list[dict]] = {v: [] for v in variants}
     ungated: dict[str, list[dict]] = {v: [] for v in variants}
     seconds: dict[str, list[float]] = {v: [] for v in variants}
+    modules: dict[str, tuple[bool, bool, bool]] = dict(VARIANTS)
     for v, s in jobs:
         run, sec = train(v, s)
+        cfg = SIAConfig.load(run / "config.yaml")  # the modules as trained (a --set may switch one off)
+        modules[v] = (cfg.rfm.enabled, cfg.dam.enabled, cfg.rsm.enabled)
         part = {args.part: parts[args.part]}
         r = score_run(run, part, device=args.device, gate=gate)[args.part]
         free = r if not gate else score_run(run, part, device=args.device, gate=False)[args.part]
         scores[v].append(r)
         ungated[v].append(free["label_free"]["decoder"])
         seconds[v].append(sec)
-        src = "rsm" if VARIANTS[v][2] else "cam"
+        src = "rsm" if modules[v][2] else "cam"
         print(
             f"[{v} seed {s}] {args.part}: label-free decoder mIoU {r['label_free']['decoder']['mIoU']:.3f}, "
             f"labels-given pseudo-labels ({src}) {r['labels_given'][src]['mIoU']:.3f}",
             flush=True,
         )
 
-    table = render(args, parts[args.part], scores, ungated, gate, seconds, variants, seeds)
+    table = render(args, parts[args.part], scores, ungated, gate, seconds, variants, seeds, modules)
     print("\n" + table)
     atomic_write_text(out / "ablation.md", table + "\n")
     atomic_write_text(
@@ -93,7 +96,7 @@ def main() -> None:
     )
 
 
-def render(args, items, scores, ungated, gate, seconds, variants, seeds) -> str:
+def render(args, items, scores, ungated, gate, seconds, variants, seeds, modules) -> str:
     def col(v: str, proto: str, output: str, key: str) -> str:
         return mean_sd([r[proto][output][key] for r in scores[v]])
 
@@ -114,8 +117,8 @@ def render(args, items, scores, ungated, gate, seconds, variants, seeds) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
-        maps = "rsm" if VARIANTS[v][2] else "cam"
-        cells = [NAMES.get(v, v)] + ["✓" if on else "" for on in VARIANTS[v]]
+        maps = "rsm" if modules[v][2] else "cam"
+        cells = [NAMES.get(v, v)] + ["✓" if on else "" for on in modules[v]]
         cells += [col(v, "label_free", "decoder", k) for k in KEYS]
         cells += [
             per_class(v, "label_free", "decoder"),
@@ -133,7 +136,7 @@ def render(args, items, scores, ungated, gate, seconds, variants, seeds) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
-        src = "rsm" if VARIANTS[v][2] else "cam"
+        src = "rsm" if modules[v][2] else "cam"
         given = scores[v][0]["labels_given"]
         cells = [NAMES.get(v, v), src.upper()] + [col(v, "labels_given", src, k) for k in KEYS]
         cells += [col(v, "labels_given", o, "mIoU") if o in given else "n/a" for o in ("cam", "inhibition", "rsm")]
