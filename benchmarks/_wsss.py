@@ -91,8 +91,8 @@ def train_side_by_side(base: Sequence[str], workers: Sequence[str], jobs: int) -
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     running: list[subprocess.Popen] = []
     for worker in workers:
-        while len(running) >= jobs:
-            running[0].wait()
+        while len(running) >= jobs:  # a free slot as soon as any run ends, not only the first one started
+            time.sleep(2)
             running = [p for p in running if p.poll() is None]
         running.append(subprocess.Popen([*base, "--only-train", worker], env=env))
     for p in running:
