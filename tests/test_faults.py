@@ -211,6 +211,21 @@ def test_disk_full_while_predicting_is_one_line(run, data, tmp_path, capsys, mon
     assert "no space left" in line and str(out) in line
 
 
+def test_a_full_disk_that_numpy_reports_without_errno_is_a_full_disk(tmp_path, monkeypatch):
+    """np.save on a full disk raises OSError('problem writing element 4096 to file') with no errno; it was reported
+    as 'cannot write ...: problem writing element ... (fix: check the disk and the folder's permissions)'."""
+    from sia_core.io_utils import WriteError, atomic_write
+
+    def save(path):
+        np.save(path, np.zeros(1000))
+        raise OSError("problem writing element 4096 to file")
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(WriteError, match=f"no space left to write x.npy in {tmp_path} \\(4 kB free, 8 kB needed"):
+        atomic_write(tmp_path / "x.npy", save, needed=8000)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_malformed_config_file(data, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  iterations: [1\n")
