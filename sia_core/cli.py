@@ -112,10 +112,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
             if args.resume and not files.holds_run():
                 print(f"no checkpoint yet in {files.root}: starting the run from the beginning", flush=True)
-        with _sigterm_stops(), _Bar(cfg.train.iterations, "train", disable=not main_rank) as bar:
-            for info in train_iter(
-                cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from
-            ):
+        steps = train_iter(
+            cfg, samples, files.root, val, resume=args.resume, force=args.force, init_from=args.init_from
+        )
+        # closing: a Ctrl-C that lands here between two steps closes the generator (its final checkpoint) inside
+        # this try, not later in its finalizer, where an error of that save (a second Ctrl-C, a full disk) could
+        # only be printed as a traceback.
+        bar = _Bar(cfg.train.iterations, "train", disable=not main_rank)
+        with _sigterm_stops(), bar, contextlib.closing(steps):
+            for info in steps:
                 post = {"loss": info.logs.get("loss", float("nan")), "img/s": round(info.images_per_s, 2)}
                 if info.val:
                     free, given = info.val["label_free"], info.val["labels_given"]
@@ -144,6 +149,7 @@ def _stopped_line(stop: KeyboardInterrupt, done: int, root: Path, data: str) -> 
 
     how = "stopped by SIGTERM" if isinstance(stop, _Terminated) else "interrupted"
     saved = checkpoint_iteration(root)
+    done = max(done, saved or 0)  # a step finished but not yet shown when the stop came is in the checkpoint
     if saved is None:
         return (
             f"{how} at iteration {done}, before the first checkpoint: nothing to resume; start the run again with "

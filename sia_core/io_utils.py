@@ -57,7 +57,7 @@ def _disk_full(err: BaseException, folder: Path, needed: Optional[int]) -> bool:
     """Whether a failed write ran out of space. Writers say so in their own words (torch.save raises
     ``RuntimeError: ... unexpected pos``, safetensors ``... os error 28``), so a writer's own exception also counts
     when the disk is (nearly) full. Called while the partial file still holds its space."""
-    if isinstance(err, OSError):
+    if isinstance(err, OSError) and err.errno is not None:  # numpy's np.save says 'problem writing element', no errno
         return err.errno in _SPACE_ERRNOS
     if not isinstance(err, Exception):
         return False  # KeyboardInterrupt and the like
@@ -145,7 +145,7 @@ def atomic_write(
     except BaseException as err:
         full = _disk_full(err, path.parent, needed)
         tmp_path.unlink(missing_ok=True)
-        if full and not isinstance(err, OSError):
+        if full and getattr(err, "errno", None) not in _SPACE_ERRNOS:
             err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if isinstance(err, OSError):
             raise write_error(err, path, needed) from None

@@ -211,6 +211,21 @@ def test_disk_full_while_predicting_is_one_line(run, data, tmp_path, capsys, mon
     assert "no space left" in line and str(out) in line
 
 
+def test_a_full_disk_that_numpy_reports_without_errno_is_a_full_disk(tmp_path, monkeypatch):
+    """np.save on a full disk raises OSError('problem writing element 4096 to file') with no errno; it was reported
+    as 'cannot write ...: problem writing element ... (fix: check the disk and the folder's permissions)'."""
+    from sia_core.io_utils import WriteError, atomic_write
+
+    def save(path):
+        np.save(path, np.zeros(1000))
+        raise OSError("problem writing element 4096 to file")
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(WriteError, match=f"no space left to write x.npy in {tmp_path} \\(4 kB free, 8 kB needed"):
+        atomic_write(tmp_path / "x.npy", save, needed=8000)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_malformed_config_file(data, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  iterations: [1\n")
@@ -260,6 +275,43 @@ def test_truncated_state_on_resume_from_the_cli(data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 2
     assert "state.pt" in error_line(capsys)
+
+
+def test_ctrl_c_between_steps_and_again_during_the_save_is_no_traceback(data, tmp_path, capsys, monkeypatch):
+    """Ctrl-C landing in the command's own loop (between two steps), a second one during the checkpoint that
+    starts: the save runs in the command, not in the training generator's finalizer, where the second Ctrl-C
+    came out as 'Exception ignored in: <generator object train_iter> ... Traceback'; and the line names the step
+    really saved (it said 'interrupted at iteration 0: checkpoint of iteration 1 saved')."""
+    import signal
+    import sys
+
+    import sia_core.cli as cli
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    real_to, real_save = cli._Bar.to, torch.save
+
+    def to(bar, done, **postfix):
+        real_to(bar, done, **postfix)
+        if done == 1:
+            raise KeyboardInterrupt  # the first Ctrl-C, after step 1, outside the generator
+
+    def save(obj, f, *a, **k):
+        signal.raise_signal(signal.SIGINT)  # the second Ctrl-C, during the save: held until it is done
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(cli._Bar, "to", to)
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "r"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
+    try:
+        assert main(train_args(data, out)) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not unraisable, unraisable[0].exc_value
+    lines = error_lines(capsys)
+    assert lines[-1].startswith(f"interrupted at iteration 1: checkpoint of iteration 1 saved in {out};"), lines
+    assert torch.load(out / "state.pt", weights_only=True)["iteration"] == 1
 
 
 # -------------------------------------------------------------------------------- 7. config ranges

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import SIAError
+from ..io_utils import WriteError, write_error
 from ..runtime import dist_info
 from .blend import Blender
 from .options import RFM_MAPS, SlideOptions
@@ -222,9 +223,9 @@ def _predict_one(
             except SIAError as err:
                 mode = err
             except OSError as err:  # a full disk, a read-only file system: one line, nothing half-made left
+                mode = write_error(err, out)  # the free space before what was made is removed
                 with contextlib.suppress(OSError):
                     store.discard()
-                mode = SIAError(f"cannot write {out}: {err.strerror or err}", fix="choose a writable --out with space")
                 fresh = False
         resumed = _broadcast(mode, world) == "resume"
         store.open()
@@ -260,10 +261,12 @@ def _predict_one(
 
             dist.barrier()  # the result is complete for every rank once this returns
             complete = all_complete
-    except SIAError:
-        if fresh:
+    except SIAError as err:
+        if fresh and not isinstance(err, WriteError):
             store.discard()  # bad input (a tile that does not decode): nothing half-made is left behind
-        raise
+        raise  # a full disk keeps the finished blocks, like a kill: once there is space the same command resumes
+    except OSError as err:  # zarr's own writes of a block or of the pyramid: a full disk, a read-only remount
+        raise write_error(err, out) from None
     finally:
         slide.close()
     return SlideResult(

@@ -13,9 +13,12 @@ as many micrometres as a training patch did.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -145,12 +148,34 @@ def open_slide(path: PathLike) -> Slide:
     Raises:
         SIAError: Missing file, not a TIFF, no 8-bit RGB image, or a level whose shape does not fit.
     """
-    import tifffile
-    import zarr
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise SIAError(f"slide not found: {path}", fix="give the path of a TIFF, OME-TIFF or SVS file")
+    with _tifffile_quiet():
+        return _open_tiff(path)
+
+
+@contextlib.contextmanager
+def _tifffile_quiet() -> Iterator[None]:
+    """Drop tifffile's log records while a file is parsed. It logs what it tolerates in a damaged file
+    ('<TiffTag.fromfile> raised ...', 'generic series raised ...'), which on a terminal came out as lines before
+    SIA's own one-line error about the same file."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    logger = logging.getLogger("tifffile")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _open_tiff(path: Path) -> Slide:
+    import tifffile
+    import zarr
+
     try:
         tif = tifffile.TiffFile(path)
     except Exception as err:  # TiffFileError, struct errors on garbage, OSError
