@@ -79,8 +79,11 @@ def train_run(
                 flush=True,
             )
     seconds = time.time() - t0
-    if not resume:  # a resumed run's time would count only its second part
-        (run / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    timing = run / "train_seconds.txt"
+    if not resume:
+        timing.write_text(f"{seconds:.1f}\n")
+    else:  # a resumed run's time would count only its second part: the first full training's, if known
+        seconds = float(timing.read_text()) if timing.is_file() else float("nan")
     print(f"[{log}] trained in {seconds:.0f} s", flush=True)
     return run, seconds
 
