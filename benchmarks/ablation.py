@@ -78,7 +78,7 @@ def main() -> None:
         scores[v].append(r)
         ungated[v].append(free["label_free"]["decoder"])
         seconds[v].append(sec)
-        src = "rsm" if modules[v][2] else "cam"
+        src = pseudo_source(modules[v])
         print(
             f"[{v} seed {s}] {args.part}: label-free decoder mIoU {r['label_free']['decoder']['mIoU']:.3f}, "
             f"labels-given pseudo-labels ({src}) {r['labels_given'][src]['mIoU']:.3f}",
@@ -94,6 +94,11 @@ def main() -> None:
             {"args": vars(args), "scores": scores, "ungated_decoder": ungated, "train_seconds": seconds}, indent=1
         ),
     )
+
+
+def pseudo_source(modules: tuple[bool, bool, bool]) -> str:
+    """The output a variant with these (RFM, DAM, RSM) switches trains its decoder on: RSM with RSM, else CAM."""
+    return "rsm" if modules[2] else "cam"
 
 
 def render(args, items, scores, ungated, gate, seconds, variants, seeds, modules) -> str:
@@ -117,7 +122,7 @@ def render(args, items, scores, ungated, gate, seconds, variants, seeds, modules
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
-        maps = "rsm" if modules[v][2] else "cam"
+        maps = pseudo_source(modules[v])
         cells = [NAMES.get(v, v)] + ["✓" if on else "" for on in modules[v]]
         cells += [col(v, "label_free", "decoder", k) for k in KEYS]
         cells += [
@@ -136,7 +141,7 @@ def render(args, items, scores, ungated, gate, seconds, variants, seeds, modules
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
-        src = "rsm" if modules[v][2] else "cam"
+        src = pseudo_source(modules[v])
         given = scores[v][0]["labels_given"]
         cells = [NAMES.get(v, v), src.upper()] + [col(v, "labels_given", src, k) for k in KEYS]
         cells += [col(v, "labels_given", o, "mIoU") if o in given else "n/a" for o in ("cam", "inhibition", "rsm")]

@@ -92,13 +92,14 @@ def main() -> None:
 
     parts = {"tune": val_parts(args.data)["tune"]}
     modes = {m: INFERENCE[m] for m in args.modes.split(",")}
+    ref = "plain" if "plain" in modes else next(iter(modes))  # the run's maps and classifier are read from it
     results = {}
     for name, sets in levers.items():
         run, seconds = train_run(out / slug(name), args.data, args.preset, args.variant, args.seed, sets, log=name)
         results[name] = {"sets": sets, "train_seconds": seconds}
         for mode, infer in modes.items():
             results[name][mode] = score_run(run, parts, **infer)["tune"]
-        plain = results[name][next(iter(modes))]
+        plain = results[name][ref]
         done = ", ".join(f"{m} {results[name][m]['label_free']['decoder']['mIoU']:.3f}" for m in modes)
         given = plain["labels_given"][pseudo_key(plain)]["mIoU"]
         print(f"[{name}] tune: label-free decoder {done}; labels-given pseudo-labels {given:.3f}", flush=True)
@@ -114,7 +115,7 @@ def main() -> None:
         "|---|---|" + "---|" * (len(modes) + 4),
     ]
     for name, r in results.items():
-        p = r["plain"] if "plain" in r else r[next(iter(modes))]
+        p = r[ref]
         key = pseudo_key(p)
         cells = [name, " ".join(f"`{s}`" for s in r["sets"]) or "(cpu preset)"]
         cells += [cell(r[mode]["label_free"]["decoder"]) for mode in modes]
