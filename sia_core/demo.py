@@ -8,6 +8,7 @@ does and how long it took.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import textwrap
@@ -74,8 +75,11 @@ def run_demo(
         f"steps of {batch} patches; the bar appears after the first step"
     )
     t0 = time.monotonic()
-    with tqdm(total=iterations, desc="      train", dynamic_ncols=True) as bar:
-        for info in train_iter(cfg, samples, run):
+    steps = train_iter(cfg, samples, run)
+    # closing: a Ctrl-C between two steps saves the final checkpoint here, not in the generator's finalizer,
+    # where a second Ctrl-C during that save could only be printed as 'Exception ignored ... Traceback'.
+    with tqdm(total=iterations, desc="      train", dynamic_ncols=True) as bar, contextlib.closing(steps):
+        for info in steps:
             bar.update(info.iteration - bar.n)
             bar.set_postfix(loss=round(info.logs.get("loss", float("nan")), 3), img_s=round(info.images_per_s, 1))
     train_s = time.monotonic() - t0

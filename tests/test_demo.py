@@ -59,3 +59,43 @@ def test_the_figure_rows_are_the_patches_with_the_most_classes(tmp_path):
         items.append(SimpleNamespace(mask=path))
     chosen = demo._varied(items, 3, 3, 2)
     assert [c.mask.name for c in chosen] == ["m1.png", "m3.png"]  # kept in their order
+
+
+def test_ctrl_c_during_demo_training_closes_the_run_inside_the_demo(tmp_path, monkeypatch):
+    """A Ctrl-C that lands in the demo's own loop, between two steps: the training generator is closed (its final
+    checkpoint written) inside run_demo, so an error of that save reaches the user as an error, not as
+    'Exception ignored in: <generator object train_iter>' from the generator's finalizer."""
+    import sys
+
+    import pytest
+    from tqdm import tqdm
+
+    import sia_core.train as train
+
+    monkeypatch.setattr(demo, "DEMO_TRAIN", 4)
+    monkeypatch.setattr(demo, "DEMO_VAL", 1)
+    monkeypatch.setattr(demo, "DEMO_SIZE", 64)
+    monkeypatch.setattr(demo, "DEMO_PRESET", "test")
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    real_iter = train.train_iter
+
+    def saving_fails(*args, **kwargs):
+        try:
+            yield from real_iter(*args, **kwargs)  # close() is passed on to the real generator
+        finally:
+            raise OSError("No space left on device")  # as if the final checkpoint's save failed
+
+    monkeypatch.setattr(train, "train_iter", saving_fails)
+    real_update = tqdm.update
+
+    def update(bar, n=1):
+        real_update(bar, n)
+        if bar.n >= 1 and bar.desc.strip() == "train":
+            raise KeyboardInterrupt  # Ctrl-C after step 1, in the demo's loop, outside the generator
+
+    monkeypatch.setattr(tqdm, "update", update)
+    with pytest.raises(OSError, match="No space left"):
+        demo.run_demo(tmp_path / "demo", iterations=3, device="cpu")
+    assert unraisable == []
+    assert (tmp_path / "demo" / "run" / "last.safetensors").exists()  # the real close ran: step 1 is saved

@@ -1,4 +1,4 @@
-"""The synthetic H&E-like generator: determinism, classes, layout, difficulty."""
+"""The synthetic H&E-like generator: determinism, classes, layout, alveoli, difficulty."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from sia_core.data.background import white_background_mask
 from sia_core.data.labels import parse_label_vector
@@ -15,6 +16,7 @@ from sia_core.data.synthetic import (
     image_labels,
     make_synthetic_dataset,
     make_synthetic_region,
+    _alveoli,
     sample_tiles,
 )
 from sia_core.errors import SIAError
@@ -66,14 +68,27 @@ def test_glass_is_white_background(regions: list[tuple[np.ndarray, np.ndarray]])
     assert flagged_tissue / tissue < 0.02
 
 
-def test_colour_alone_does_not_separate_classes(regions: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    # A nearest-mean classifier on pixel colour, fitted and scored on the same pixels, stays far from
-    # perfect: the classes differ mainly in texture, as in H&E.
+def test_colour_helps_but_does_not_separate_classes(regions: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    # A nearest-mean classifier on pixel colour, fitted and scored on the same pixels: colour carries the
+    # class (tumour basophilic, stroma eosinophilic, septa pale), but per-patch stain jitter and the nuclei keep
+    # it far from perfect, so a model must learn texture too.
     pixels = np.concatenate([rgb[mask < 3] for rgb, mask in regions]).astype(np.float32)
     labels = np.concatenate([mask[mask < 3] for _, mask in regions])
     centres = np.stack([pixels[labels == c].mean(axis=0) for c in range(3)])
     pred = np.argmin(((pixels[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-    assert (pred == labels).mean() < 0.75
+    assert 0.6 < (pred == labels).mean() < 0.9
+
+
+def test_normal_lung_is_septa_around_air_spaces() -> None:
+    mask = np.full((128, 128), 2, np.uint8)
+    _alveoli(mask, np.random.default_rng(0), glass=3)
+    septa = mask == 2
+    assert set(np.unique(mask).tolist()) == {2, 3}
+    assert 0.2 < septa.mean() < 0.7  # air spaces (glass, ignored) take most of the region
+    components, n = ndimage.label(septa)
+    assert np.bincount(components.ravel())[1:].max() > 0.5 * septa.sum()  # the septa form one network
+    glass_regions, n_spaces = ndimage.label(~septa)
+    assert n_spaces >= 5  # many separate air spaces, not one hole
 
 
 def test_dataset_layout_and_determinism(tmp_path: Path) -> None:
