@@ -13,10 +13,10 @@ from sia_core.data.background import white_background_mask
 from sia_core.data.labels import parse_label_vector
 from sia_core.data.layout import check_eval_pair, dataset_description, find_split, find_train_items
 from sia_core.data.synthetic import (
+    _alveoli,
     image_labels,
     make_synthetic_dataset,
     make_synthetic_region,
-    _alveoli,
     sample_tiles,
 )
 from sia_core.errors import SIAError
