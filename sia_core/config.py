@@ -164,6 +164,9 @@ class AugmentConfig:
     grayscale_p: float = 0.2
     blur_p: float = 0.5
     solarize_p: float = 0.2
+    stain: float = 0.0
+    """Hematoxylin and eosin amounts scaled by U(1 - stain, 1 + stain) per image (sia_core/data/stain.py);
+    0 = off. Not in the paper: a lever for new labs' stains (README, Levers)."""
     global_crop_scale: tuple[float, float] = (0.4, 1.0)
 
 

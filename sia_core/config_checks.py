@@ -51,6 +51,7 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         ("train.augment.grayscale_p", a.grayscale_p, 0 <= a.grayscale_p <= 1, "a probability in 0..1"),
         ("train.augment.blur_p", a.blur_p, 0 <= a.blur_p <= 1, "a probability in 0..1"),
         ("train.augment.solarize_p", a.solarize_p, 0 <= a.solarize_p <= 1, "a probability in 0..1"),
+        ("train.augment.stain", a.stain, 0 <= a.stain < 1, "a number in 0..1 (0 = off)"),
         ("train.augment.brightness", a.brightness, a.brightness >= 0, "a number >= 0"),
         ("train.augment.contrast", a.contrast, a.contrast >= 0, "a number >= 0"),
         ("train.augment.saturation", a.saturation, a.saturation >= 0, "a number >= 0"),

@@ -16,6 +16,7 @@ import torch
 from torchvision.transforms import v2
 
 from ..config import AugmentConfig
+from .stain import random_stain_scale
 
 __all__ = ["TrainViews", "IGNORE"]
 
@@ -75,6 +76,7 @@ class TrainViews:
             k = int(torch.randint(0, 4, ()))
             if k:
                 img, ign, msk = (t.rot90(k, (-2, -1)) if t is not None else None for t in (img, ign, msk))
+        img = random_stain_scale(img, self.aug.stain)  # shared by every view: the slide's stain, not the view's
         out = {"image": self.colour_main(img).contiguous(), "ignore": ign[0].contiguous()}
         if msk is not None:
             out["mask"] = msk[0].contiguous()
