@@ -328,7 +328,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     t0 = time.time()
-    result = run_demo(args.out, iterations=args.iterations, force=args.force, device=args.device)
+    result = run_demo(args.out, iterations=args.iterations, force=args.force, device=args.device, seed=args.seed)
     print(f"demo finished in {time.time() - t0:.0f} s")
     for name, path in result.items():
         print(f"  {name:<12} {path}")
@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="sia-demo", help="output folder (default ./sia-demo)")
     p.add_argument("--iterations", type=int, help="training iterations (default: the demo's setting)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same); default 0")
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="replace a previous demo in --out")
     p.set_defaults(func=cmd_demo)

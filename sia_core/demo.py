@@ -34,9 +34,14 @@ def _say(text: str) -> None:
 
 
 def run_demo(
-    out: Union[str, Path], iterations: Optional[int] = None, force: bool = False, device: str = "auto"
+    out: Union[str, Path],
+    iterations: Optional[int] = None,
+    force: bool = False,
+    device: str = "auto",
+    seed: int = 0,
 ) -> dict[str, Path]:
-    """Run the demo into ``out``; returns the paths of what it wrote."""
+    """Run the demo into ``out``; returns the paths of what it wrote. ``seed`` seeds the training only: the
+    synthetic data are the same for every seed, so runs with different seeds show the training's spread."""
     from tqdm import tqdm
 
     from .data.layout import find_split
@@ -64,7 +69,9 @@ def run_demo(
 
     iterations = iterations or DEMO_ITERATIONS
     cfg = resolve_train_config(
-        str(data), preset=DEMO_PRESET, overrides=[f"train.iterations={iterations}", "train.val_every=0"]
+        str(data),
+        preset=DEMO_PRESET,
+        overrides=[f"train.iterations={iterations}", "train.val_every=0", f"train.seed={seed}"],
     )
     cfg.train.device = device
     samples = training_samples(str(data), cfg)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from sia_core.cli import main
@@ -128,8 +129,10 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "DEMO_VAL", 2)
     monkeypatch.setattr(demo, "DEMO_SIZE", 64)
     monkeypatch.setattr(demo, "DEMO_PRESET", "test")
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--iterations", "2"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--iterations", "2", "--seed", "3"]) == 0
     out = capsys.readouterr().out
+    saved = yaml.safe_load((tmp_path / "demo" / "run" / "config.yaml").read_text())
+    assert saved["train"]["seed"] == 3 and saved["train"]["iterations"] == 2
     for name in ("dataset", "run", "metrics", "pseudo-labels", "figure"):
         assert name in out
     assert (tmp_path / "demo" / "overview.png").stat().st_size > 1000
