@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,24 @@ def test_help_of_every_command(cmd, capsys):
         main([cmd, "--help"])
     assert ex.value.code == 0
     assert "usage: sia-core " + cmd in capsys.readouterr().out
+
+
+def test_help_imports_no_torch():
+    # A fresh interpreter: --help of every command (the parser, predict-slide's options included) must not wait
+    # for torch and timm, which take 5-10 s to import on a laptop.
+    code = (
+        "import sys\n"
+        "from sia_core.cli import main\n"
+        "for cmd in ([], ['train'], ['predict-slide'], ['demo']):\n"
+        "    try:\n"
+        "        main([*cmd, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_train_writes_a_run(run):

@@ -11,21 +11,43 @@ OME-Zarr label pyramid with a QuPath GeoJSON beside it, resume what was interrup
 
 from __future__ import annotations
 
-from .options import MAP_NAMES, SlideOptions
-from .predict import SlideResult, predict_slide, predict_slides, slide_outputs
-from .reader import (
-    DEFAULT_TRAINING_MPP,
-    Resolution,
-    Slide,
-    TissueMask,
-    choose_resolution,
-    open_slide,
-    open_slide_levels,
-    read_region,
-    tissue_mask,
-)
-from .store import open_slide_prediction
-from .synthetic import write_synthetic_slide
+import importlib
+from typing import Any
+
+# Names -> the submodule that defines them. Loaded on first use (PEP 562), so that ``sia-core --help`` and the
+# predict-slide parser (which needs only .options) do not import torch and the model.
+_WHERE = {
+    "MAP_NAMES": "options",
+    "SlideOptions": "options",
+    "SlideResult": "predict",
+    "predict_slide": "predict",
+    "predict_slides": "predict",
+    "slide_outputs": "predict",
+    "DEFAULT_TRAINING_MPP": "reader",
+    "Resolution": "reader",
+    "Slide": "reader",
+    "TissueMask": "reader",
+    "choose_resolution": "reader",
+    "open_slide": "reader",
+    "open_slide_levels": "reader",
+    "read_region": "reader",
+    "tissue_mask": "reader",
+    "open_slide_prediction": "store",
+    "write_synthetic_slide": "synthetic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "DEFAULT_TRAINING_MPP",
