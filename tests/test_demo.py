@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
+from tqdm import tqdm
 
 import sia_core.demo as demo
+import sia_core.train as train
 
 
 def test_demo_prints_every_phase_and_the_label_free_score(tmp_path, monkeypatch, capsys):
@@ -65,13 +69,6 @@ def test_ctrl_c_during_demo_training_closes_the_run_inside_the_demo(tmp_path, mo
     """A Ctrl-C that lands in the demo's own loop, between two steps: the training generator is closed (its final
     checkpoint written) inside run_demo, so an error of that save reaches the user as an error, not as
     'Exception ignored in: <generator object train_iter>' from the generator's finalizer."""
-    import sys
-
-    import pytest
-    from tqdm import tqdm
-
-    import sia_core.train as train
-
     monkeypatch.setattr(demo, "DEMO_TRAIN", 4)
     monkeypatch.setattr(demo, "DEMO_VAL", 1)
     monkeypatch.setattr(demo, "DEMO_SIZE", 64)

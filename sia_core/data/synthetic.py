@@ -3,8 +3,8 @@
 Made by project code only (no downloads), seeded and vectorised (about 300 patches of 224 px in a few
 seconds on one core). Tissue is rendered with the Beer-Lambert colour model of H&E: each pixel holds a
 hematoxylin and an eosin concentration, and RGB = 255 * 10^-(c_H * h + c_E * e) with per-patch jittered
-stain vectors h, e (Ruifrok & Johnston). The classes differ the way they do under a microscope, in
-at low power in both colour and texture:
+stain vectors h, e (Ruifrok & Johnston). The classes differ the way they do under a microscope
+at low power, in both colour and texture:
 
 * 0 tumor: solid sheets and nests of large, crowded, pleomorphic hyperchromatic nuclei in purplish
   (basophilic) cytoplasm;

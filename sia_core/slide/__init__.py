@@ -49,22 +49,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_WHERE))
 
 
-__all__ = [
-    "DEFAULT_TRAINING_MPP",
-    "MAP_NAMES",
-    "Resolution",
-    "Slide",
-    "SlideOptions",
-    "SlideResult",
-    "TissueMask",
-    "choose_resolution",
-    "open_slide",
-    "open_slide_levels",
-    "open_slide_prediction",
-    "predict_slide",
-    "predict_slides",
-    "read_region",
-    "slide_outputs",
-    "tissue_mask",
-    "write_synthetic_slide",
-]
+__all__ = sorted(_WHERE)
