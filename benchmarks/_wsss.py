@@ -10,6 +10,7 @@ so normal's IoU on the report part is one region's: read it as such.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sia_core.config import SIAConfig, get_preset
 from sia_core.data.layout import EvalItem, find_split
 from sia_core.evaluate import evaluate_items
 from sia_core.predictor import SIAPredictor
@@ -61,7 +63,7 @@ def train_run(
         from sia_core.build import read_weights
 
         _, done_cfg, meta = read_weights(files.last)
-        if meta.get("iteration") == cfg.train.iterations and done_cfg.to_dict() == cfg.to_dict():
+        if meta.get("iteration") == cfg.train.iterations and training_part(done_cfg) == training_part(cfg):
             print(f"[{log}] already trained: {files.last}", flush=True)
             timing = run / "train_seconds.txt"
             return run, float(timing.read_text()) if timing.is_file() else float("nan")
@@ -86,6 +88,19 @@ def train_run(
         seconds = float(timing.read_text()) if timing.is_file() else float("nan")
     print(f"[{log}] trained in {seconds:.0f} s", flush=True)
     return run, seconds
+
+
+def training_part(cfg: SIAConfig) -> dict[str, Any]:
+    """The config without its ``infer`` section: what decides the trained weights (a run trained before an
+    inference default changed is still the same training)."""
+    return {k: v for k, v in cfg.to_dict().items() if k != "infer"}
+
+
+def preset_infer(preset: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``infer`` section of ``preset`` with ``overrides`` as keyword arguments for :func:`score_run`: runs are
+    scored as the preset infers today, not with the inference settings saved when they were trained."""
+    cfg = get_preset(preset).with_overrides(list(overrides))
+    return {f.name: getattr(cfg.infer, f.name) for f in dataclasses.fields(cfg.infer)}
 
 
 def train_side_by_side(base: Sequence[str], workers: Sequence[str], jobs: int) -> None:

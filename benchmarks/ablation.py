@@ -19,9 +19,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from _wsss import PARTS, mean_sd, score_run, train_run, train_side_by_side, val_parts
+from _wsss import PARTS, mean_sd, preset_infer, score_run, train_run, train_side_by_side, val_parts
 
-from sia_core.config import VARIANTS, SIAConfig, get_preset
+from sia_core.config import VARIANTS, SIAConfig
 from sia_core.io_utils import atomic_write_text
 
 KEYS = ("mDice", "mIoU", "mPrecision", "mRecall")
@@ -63,7 +63,8 @@ def main() -> None:
     parts = val_parts(args.data)
     # Inference as the preset does it today (a run keeps the infer section it was trained with); the decoder
     # without the gate is scored too, as the paper's tables score it.
-    gate = get_preset(args.preset).infer.gate
+    infer = preset_infer(args.preset, args.set)
+    gate = infer["gate"]
     scores: dict[str, list[dict]] = {v: [] for v in variants}
     ungated: dict[str, list[dict]] = {v: [] for v in variants}
     seconds: dict[str, list[float]] = {v: [] for v in variants}
@@ -73,8 +74,8 @@ def main() -> None:
         cfg = SIAConfig.load(run / "config.yaml")  # the modules as trained (a --set may switch one off)
         modules[v] = (cfg.rfm.enabled, cfg.dam.enabled, cfg.rsm.enabled)
         part = {args.part: parts[args.part]}
-        r = score_run(run, part, device=args.device, gate=gate)[args.part]
-        free = r if not gate else score_run(run, part, device=args.device, gate=False)[args.part]
+        r = score_run(run, part, device=args.device, **infer)[args.part]
+        free = r if not gate else score_run(run, part, device=args.device, **{**infer, "gate": False})[args.part]
         scores[v].append(r)
         ungated[v].append(free["label_free"]["decoder"])
         seconds[v].append(sec)

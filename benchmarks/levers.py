@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from _wsss import score_run, train_run, train_side_by_side, val_parts
+from _wsss import preset_infer, score_run, train_run, train_side_by_side, val_parts
 
 from sia_core.io_utils import atomic_write_text
 
@@ -92,13 +92,14 @@ def main() -> None:
 
     parts = {"tune": val_parts(args.data)["tune"]}
     modes = {m: INFERENCE[m] for m in args.modes.split(",")}
+    base_infer = preset_infer(args.preset, args.set)  # each mode on top of the preset's inference
     ref = "plain" if "plain" in modes else next(iter(modes))  # the run's maps and classifier are read from it
     results = {}
     for name, sets in levers.items():
         run, seconds = train_run(out / slug(name), args.data, args.preset, args.variant, args.seed, sets, log=name)
         results[name] = {"sets": sets, "train_seconds": seconds}
         for mode, infer in modes.items():
-            results[name][mode] = score_run(run, parts, **infer)["tune"]
+            results[name][mode] = score_run(run, parts, **{**base_infer, **infer})["tune"]
         plain = results[name][ref]
         done = ", ".join(f"{m} {results[name][m]['label_free']['decoder']['mIoU']:.3f}" for m in modes)
         given = plain["labels_given"][pseudo_key(plain)]["mIoU"]
