@@ -18,7 +18,7 @@ from .errors import SIAError
 from .io_utils import atomic_write
 from .models.encoder import MCTViT
 from .models.sia import SIAModel
-from .pretrained import create_backbone
+from .timm_backbone import create_backbone
 
 __all__ = [
     "build_model",

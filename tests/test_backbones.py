@@ -141,9 +141,9 @@ def test_family_trains_saves_and_reloads(family, tmp_path):
 
 
 def _plain(kwargs: dict[str, Any]) -> dict[str, Any]:
-    from sia_core.pretrained import _timm_kwargs
+    from sia_core.timm_backbone import timm_kwargs
 
-    return _timm_kwargs(kwargs)
+    return timm_kwargs(kwargs)
 
 
 @pytest.mark.parametrize(
@@ -236,10 +236,10 @@ def write_hub_folder(folder: Path, arch: str, kwargs: dict[str, Any], size: int,
     ``drop``: model args left out of config.json, as hub models whose card passes them in code (UNI2-h,
     Virchow2: mlp_layer, act_layer).
     """
-    from sia_core.pretrained import _timm_kwargs
+    from sia_core.timm_backbone import timm_kwargs
 
     torch.manual_seed(1)
-    vit = timm.create_model(arch, pretrained=False, num_classes=0, **_timm_kwargs(kwargs))
+    vit = timm.create_model(arch, pretrained=False, num_classes=0, **timm_kwargs(kwargs))
     args = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, list))}
     data = {"input_size": (3, size, size), "mean": (0.7, 0.6, 0.5), "std": (0.2, 0.25, 0.3)}
     timm.models.save_for_hf(vit, folder, model_args=args, safe_serialization=True, data_config=data)
