@@ -150,7 +150,8 @@ def render(args, items, scores, ungated, gate, seconds, variants, seeds, modules
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        "Training time per run (s, mean): "
+        "Training time per run as this command measured it (s, mean; runs trained side by side with --jobs "
+        "share the cores, resumed runs have no time): "
         + ", ".join(f"{v} {statistics.mean(seconds[v]):.0f}" for v in variants if all(s == s for s in seconds[v]))
     )
     return "\n".join(lines)
