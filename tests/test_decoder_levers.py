@@ -167,6 +167,28 @@ def test_glass_is_ignored_unless_seg_on_glass(monkeypatch):
     assert (t != IGNORE).all() and (t[1] == 2).all()
 
 
+def test_training_par_refines_on_the_half_size_image_and_targets_stay_full_size(monkeypatch):
+    from sia_core.models.par import pixel_adaptive_refine
+
+    seen = []
+
+    def spy(image, maps, *args, **kwargs):
+        seen.append((tuple(image.shape[-2:]), tuple(maps.shape)))
+        return pixel_adaptive_refine(image, maps, *args, **kwargs)
+
+    monkeypatch.setattr("sia_core.objective.pixel_adaptive_refine", spy)
+    cfg = apply_variant(get_preset("test"), "a")
+    cfg.data.classes = ["tumor", "stroma", "normal"]
+    plain = _targets(cfg, _batch(False), monkeypatch)
+    assert seen == []
+    cfg.train.refine_pseudo = True
+    refined = _targets(cfg, _batch(False), monkeypatch)
+    assert [s[0] for s in seen] == [(32, 32)]  # the 64 px batch, downsampled x2 (ToCo), once per step
+    assert refined.shape == plain.shape == (2, 64, 64)
+    assert (refined[1] == 2).all()  # a single-class image keeps its one class
+    assert (refined[0] != plain[0]).any() and set(refined[0].unique().tolist()) <= {0, 1}
+
+
 def test_detached_decoder_leaves_the_encoder_to_the_other_losses():
     cfg = apply_variant(get_preset("test"), "a")
     cfg.data.classes = ["tumor", "stroma", "normal"]
