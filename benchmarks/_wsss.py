@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from sia_core.config import SIAConfig, get_preset
 from sia_core.data.layout import EvalItem, find_split
@@ -99,8 +99,7 @@ def training_part(cfg: SIAConfig) -> dict[str, Any]:
 def preset_infer(preset: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The ``infer`` section of ``preset`` with ``overrides`` as keyword arguments for :func:`score_run`: runs are
     scored as the preset infers today, not with the inference settings saved when they were trained."""
-    cfg = get_preset(preset).with_overrides(list(overrides))
-    return {f.name: getattr(cfg.infer, f.name) for f in dataclasses.fields(cfg.infer)}
+    return dataclasses.asdict(get_preset(preset).with_overrides(list(overrides)).infer)
 
 
 def train_side_by_side(base: Sequence[str], workers: Sequence[str], jobs: int) -> None:
@@ -117,9 +116,12 @@ def train_side_by_side(base: Sequence[str], workers: Sequence[str], jobs: int) -
         p.wait()
 
 
-def score_run(run: Path, parts: dict[str, list[EvalItem]], device: str = "auto", **infer: Any) -> dict[str, Any]:
-    """Evaluate a run on every part: ``{part: evaluate_items(...)}``; ``infer`` overrides ``cfg.infer``."""
-    pred = SIAPredictor.from_run(run, device=device)
+def score_run(
+    run: Union[Path, SIAPredictor], parts: dict[str, list[EvalItem]], device: str = "auto", **infer: Any
+) -> dict[str, Any]:
+    """Evaluate a run (its folder, or its predictor already loaded) on every part: ``{part: evaluate_items(...)}``;
+    ``infer`` overrides ``cfg.infer`` (on a loaded predictor, for this and later calls)."""
+    pred = run if isinstance(run, SIAPredictor) else SIAPredictor.from_run(run, device=device)
     for key, value in infer.items():
         setattr(pred.cfg.infer, key, value)
     return {name: evaluate_items(pred, items, batch_size=pred.cfg.infer.batch_size) for name, items in parts.items()}

@@ -6,8 +6,8 @@ Nothing is trained; the runs come from ``benchmarks/ablation.py``.
 
 Per setting and variant: the label-free decoder's mIoU, mean ± sd over seeds, and its change against the
 preset's own setting run by run (paired: the same weights; a change is one only when its mean exceeds its sd),
-with the encoder work of the setting (sum of
-scale² over the scales, x2 with flip; one 224 px pass = 1). Also written: ``RUNS/inference_levers.md``.
+with the encoder work of the setting (sum of scale² over the scales, x2 with flip; one 224 px pass = 1).
+Also written: ``RUNS/inference_levers.md``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from _wsss import mean_sd, preset_infer, score_run, val_parts
 
 from sia_core.io_utils import atomic_write_text
+from sia_core.predictor import SIAPredictor
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "one scale": {"scales": (1.0,)},
@@ -34,6 +35,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "label threshold 0.4": {"label_threshold": 0.4},
     "label threshold 0.6": {"label_threshold": 0.6},
 }
+
+
+def shown(value: Any) -> Any:
+    """A setting's value as YAML writes it (tuples as lists): what ``--set infer.KEY=VALUE`` takes."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def encoder_work(infer: dict[str, Any]) -> float:
@@ -66,9 +72,10 @@ def main() -> None:
     scores: dict[str, dict[str, list[dict]]] = {name: {v: [] for v in variants} for name in settings}
     for v in variants:
         for s in seeds:
-            run = runs_dir / f"{v}_s{s}"
+            pred = SIAPredictor.from_run(runs_dir / f"{v}_s{s}", device=args.device)  # once per run
             for name, change in settings.items():
-                r = score_run(run, parts, device=args.device, **{**base, **change})["tune"]
+                # every setting is the whole infer section, so none carries over to the next on this predictor
+                r = score_run(pred, parts, **{**base, **change})["tune"]
                 scores[name][v].append(r)
                 print(
                     f"[{v} seed {s}] {name}: label-free decoder {r['label_free']['decoder']['mIoU']:.3f}, "
@@ -79,7 +86,7 @@ def main() -> None:
     def miou(name: str, v: str) -> list[float]:
         return [r["label_free"]["decoder"]["mIoU"] for r in scores[name][v]]
 
-    preset_words = ", ".join(f"{k} {list(val) if isinstance(val, tuple) else val}" for k, val in base.items())
+    preset_words = ", ".join(f"{k} {shown(val)}" for k, val in base.items())
     lines = [
         f"Inference levers on the tune part of {args.data} val ({len(parts['tune'])} patches), runs {runs_dir}, "
         f"seeds {','.join(map(str, seeds))}; label-free decoder mIoU mean ± sd, paired change against the "
@@ -93,7 +100,7 @@ def main() -> None:
     for name, change in settings.items():
         cells = [
             name,
-            " ".join(f"`infer.{k}={list(val) if isinstance(val, tuple) else val}`" for k, val in change.items()),
+            " ".join(f"`infer.{k}={shown(val)}`" for k, val in change.items()),
         ]
         cells.append(f"{encoder_work({**base, **change}):.2f}")
         for v in variants:
