@@ -178,6 +178,9 @@ class TrainConfig:
     batch_size: int = 16
     optimizer: str = "adam"
     lr: float = 1e-4
+    lr_schedule: str = "constant"
+    """'constant' (the paper), 'poly' (lr (1 - t/T)^0.9, ToCo/MoRe) or 'cosine' (lr (1 + cos(pi t/T)) / 2), t the
+    iteration, T ``iterations``; set from the iteration every step, so a resumed run follows the same curve."""
     weight_decay: float = 5e-4
     cls_weight: float = 1.0
     seg_weight: float = 0.5

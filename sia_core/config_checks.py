@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import SIAError
+from .lr_schedule import LR_SCHEDULES
 
 if TYPE_CHECKING:
     from .config import SIAConfig
@@ -29,6 +30,7 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         ("train.iterations", t.iterations, t.iterations >= 1, "an integer >= 1"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "an integer >= 1"),
         ("train.optimizer", t.optimizer, t.optimizer in ("adam", "adamw"), "adam or adamw"),
+        ("train.lr_schedule", t.lr_schedule, t.lr_schedule in LR_SCHEDULES, " or ".join(LR_SCHEDULES)),
         ("train.lr", t.lr, t.lr > 0, "a number > 0"),
         ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, "a number >= 0"),
         ("train.cls_weight", t.cls_weight, t.cls_weight >= 0, "a number >= 0"),

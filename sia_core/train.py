@@ -46,6 +46,7 @@ from .data.layout import EvalItem
 from .data.train_dataset import BatchSchedule, TrainSample, WeakLabelDataset, balanced_weights
 from .errors import SIAError
 from .io_utils import WriteError, append_line, atomic_write_text, check_output_dir, remove_stale_tmp
+from .lr_schedule import lr_at
 from .models.freeze import trainable_parameters
 from .objective import TrainBatch, sia_losses
 from .pretrained import resolve_pretrained
@@ -306,6 +307,9 @@ def train_iter(
                 has_mask=raw["has_mask"].to(device),
             )
             opt.zero_grad(set_to_none=True)
+            lr = lr_at(t.lr, t.lr_schedule, it, t.iterations)
+            for group in opt.param_groups:
+                group["lr"] = lr
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
                 out = sia_losses(model, batch, cfg, progress=it / t.iterations)
             if not torch.isfinite(out.loss):
@@ -325,6 +329,7 @@ def train_iter(
                 ips = n_last / max(now - t_last, 1e-9)
                 t_last, n_last = now, 0
                 logs = {k: round(float(v), 5) for k, v in out.logs.items()}
+                logs["lr"] = lr
                 if di.is_main:
                     _append_log(files.log, {"iteration": it, "images_per_s": round(ips, 3), **logs})
             info.logs, info.images_per_s = logs, ips

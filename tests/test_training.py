@@ -19,6 +19,7 @@ from sia_core.data.sidecars import correction_path
 from sia_core.data.synthetic import make_synthetic_dataset
 from sia_core.data.train_dataset import BatchSchedule
 from sia_core.errors import SIAError
+from sia_core.lr_schedule import lr_at
 from sia_core.run_config import resolve_train_config, training_samples
 from sia_core.train import train_iter
 
@@ -62,8 +63,9 @@ def test_refuses_existing_run_unless_resume_or_force(synth, tmp_path):
         run_all(cfg, synth, tmp_path / "fresh", resume=True)
 
 
-def test_resume_matches_uninterrupted_run(synth, tmp_path):
-    cfg = cfg_for(synth, iterations=4)
+@pytest.mark.parametrize("schedule", ["constant", "poly"])
+def test_resume_matches_uninterrupted_run(synth, tmp_path, schedule):
+    cfg = cfg_for(synth, iterations=4, **{"train.lr_schedule": schedule})
     run_all(cfg, synth, tmp_path / "straight")
     gen = train_iter(cfg, training_samples(str(synth), cfg), tmp_path / "stopped")
     for info in gen:
@@ -78,8 +80,10 @@ def test_resume_matches_uninterrupted_run(synth, tmp_path):
     b, _, _ = read_weights(tmp_path / "stopped" / "last.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    log = [json.loads(line)["iteration"] for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
-    assert log == [1, 2, 3, 4]
+    log = [json.loads(line) for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4]
+    # the rate of every step, resumed ones included, is the schedule's at that step
+    assert [r["lr"] for r in log] == pytest.approx([lr_at(cfg.train.lr, schedule, i, 4) for i in range(4)])
 
 
 def test_validation_keeps_best_checkpoint(synth, tmp_path):
