@@ -1,4 +1,4 @@
-"""The learning-rate schedules, by hand, and the optimiser stepping with them."""
+"""The learning-rate schedules by hand, and an unknown one refused by its config key."""
 
 from __future__ import annotations
 
