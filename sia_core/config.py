@@ -343,6 +343,10 @@ class SIAConfig:
                     f"cannot parse value of override '{item}': {yaml_problem(err)}",
                     fix="write the value as YAML, quoted for the shell, e.g. --set 'train.cam_scales=[1.0, 0.75]'",
                 ) from None
+            if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+                # YAML 1.1 reads on/off/yes/no as booleans; 'train.amp=off' means the word (a true/false key
+                # given 'yes' then says it wants true/false instead of flipping silently)
+                value = raw.strip()
             node = patch
             parts = key.strip().split(".")
             for part in parts[:-1]:
@@ -538,6 +542,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise SIAError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):
+            raise SIAError(
+                f"{where}: expected a string, got {value!r}",
+                fix="YAML reads on/off/yes/no as true/false: quote the word, e.g. amp: 'off'",
+            )
         if not isinstance(value, str):
             raise SIAError(f"{where}: expected a string, got {value!r}")
         return value

@@ -62,6 +62,20 @@ def test_exponent_floats_without_a_dot_are_numbers():
         get_preset("cpu").with_overrides(["train.lr=fast"])
 
 
+def test_yaml_boolean_words_stay_words_in_string_keys(tmp_path):
+    # YAML 1.1 reads 'off' as false; train.amp takes the word 'off'
+    assert get_preset("cpu").with_overrides(["train.amp=off"]).train.amp == "off"
+    assert get_preset("cpu").with_overrides(["train.amp=Off"]).train.amp == "Off"  # then the range check names it
+    assert get_preset("cpu").with_overrides(["dam.enabled=False"]).dam.enabled is False
+    with pytest.raises(SIAError, match="dam.enabled: expected true/false, got 'yes'"):
+        get_preset("cpu").with_overrides(["dam.enabled=yes"])
+    p = tmp_path / "c.yaml"
+    p.write_text("preset: cpu\ntrain:\n  amp: off\n")
+    with pytest.raises(SIAError, match="train.amp: expected a string, got False") as err:
+        SIAConfig.load(p)
+    assert "quote" in err.value.fix
+
+
 def test_partial_file_completes_from_its_preset(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("preset: cpu\ntrain:\n  iterations: 12\n")
