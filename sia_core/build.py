@@ -16,6 +16,7 @@ import torch
 from .config import SIAConfig
 from .errors import SIAError
 from .io_utils import atomic_write
+from .models.conv_stem import ConvStem
 from .models.encoder import MCTViT
 from .models.sia import SIAModel
 from .timm_backbone import create_backbone
@@ -43,6 +44,8 @@ def build_model(cfg: SIAConfig, pretrained: bool = True) -> SIAModel:
     """
     m = cfg.model
     vit = create_backbone(cfg, load_weights=pretrained)
+    if m.conv_stem:
+        vit.patch_embed.proj = ConvStem(vit.embed_dim, int(vit.patch_embed.patch_size[0]))
     encoder = MCTViT(vit, cfg.num_classes, m.num_registers, m.aux_layer)
     return SIAModel(
         encoder,

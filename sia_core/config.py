@@ -85,6 +85,10 @@ class ModelConfig:
     decoder_dilation: int = 5
     decoder_detach: bool = False
     """The decoder reads detached patch tokens: L_seg trains the decoder only, not the encoder."""
+    conv_stem: bool = False
+    """Replace the ViT's 16x16 patch projection by a stack of 3x3 stride-2 convolutions with batch norm
+    (``sia_core.models.conv_stem``, Xiao et al. 2021). Random init only: with ``pretrained`` weights a preset's
+    stem is switched off (the weights bring their own patch embedding), and one the preset lacks is refused."""
 
     def __post_init__(self) -> None:
         if self.backbone_weights and not self.pretrained:
@@ -388,6 +392,11 @@ def cpu() -> SIAConfig:
     # (balance 0.5) lets the decoder see the rare classes at all (decoder mIoU 0.208 -> 0.436).
     cfg.model.pooling = "gap"
     cfg.train.balance = 0.5
+    # Measured on WSSS4LUAD (README, Levers; 3 seeds each, fp32): a convolutional patch embedding (Xiao et al.
+    # 2021) in place of the 16x16 projection lifts the label-free decoder of f from 0.527 +- 0.101 to
+    # 0.694 +- 0.082 on the tune part, and then, checked once on the report part, from 0.432 +- 0.039 to
+    # 0.487 +- 0.038 (a: 0.444 -> 0.482), labels-given RSM 0.730 -> 0.782; about 1.16x the step time on a CPU.
+    cfg.model.conv_stem = True
     cfg.train.iterations = 300
     cfg.train.batch_size = 16
     cfg.train.lr = 5e-4

@@ -66,6 +66,12 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         ),
         ("model.num_registers", m.num_registers, m.num_registers >= 0, "an integer >= 0"),
         ("model.drop_path_rate", m.drop_path_rate, 0 <= m.drop_path_rate < 1, "a number in 0..1 (not 1)"),
+        (
+            "model.conv_stem",
+            m.conv_stem,
+            not (m.conv_stem and m.pretrained),
+            "false when model.pretrained is set (a new stem would discard the weights' patch embedding)",
+        ),
         ("model.pooling", m.pooling, m.pooling in ("gmp", "gap", "topk"), "gmp, gap or topk"),
         ("model.pool_topk", m.pool_topk, 0 < m.pool_topk <= 1, "a fraction in (0, 1]"),
         ("model.decoder_channels", m.decoder_channels, m.decoder_channels >= 1, "an integer >= 1"),

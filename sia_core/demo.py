@@ -132,7 +132,8 @@ def run_demo(
 def _model_words(cfg: Any) -> str:
     depth = cfg.model.backbone_kwargs.get("depth")
     blocks = f", {depth} blocks" if depth else ""
-    return f"{cfg.model.backbone}{blocks}, random init" if not cfg.model.backbone_weights else cfg.model.backbone
+    stem = ", conv stem" if cfg.model.conv_stem else ""
+    return f"{cfg.model.backbone}{blocks}{stem}, random init" if not cfg.model.pretrained else cfg.model.backbone
 
 
 def _varied(items: Sequence[Any], num_classes: int, ignore_index: int, n: int) -> list[Any]:

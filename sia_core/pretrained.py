@@ -418,7 +418,8 @@ def resolve_pretrained(
 
     * hub, local-dir and timm-tag weights: ``model.backbone`` becomes the weights' architecture and
       ``model.backbone_kwargs`` their ``model_args`` + what the model card prescribes (:mod:`sia_core.backbones`)
-      + the kwargs you set (a preset's random-init kwargs are not yours and do not apply);
+      + the kwargs you set (a preset's random-init kwargs are not yours and do not apply; nor is its
+      ``model.conv_stem``, which is switched off);
     * every kind: ``data.mean`` / ``data.std`` from the weights' pretrained config, ``data.img_size`` too
       unless you changed it from the preset's, ``dam.local_size`` rounded to a multiple of the patch size,
       and ``model.pretrained_origin`` (which weights exactly: commit, file, sha256). A recorded origin of the
@@ -450,6 +451,8 @@ def resolve_pretrained(
         m.backbone = arch
         m.backbone_kwargs = {**model_args, **extra_kwargs(src.text), **own}
     m.pretrained, m.backbone_weights, m.pretrained_origin = src.text, None, origin
+    if preset is not None and m.conv_stem == preset.model.conv_stem:
+        m.conv_stem = False  # a preset's random-init stem; the weights bring their own patch embedding
     if pc.get("mean") and pc.get("std"):
         cfg.data.mean, cfg.data.std = tuple(pc["mean"]), tuple(pc["std"])
     size = (pc.get("input_size") or (3, 0, 0))[-1] if src.kind != "file" else 0

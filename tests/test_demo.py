@@ -35,7 +35,9 @@ def test_demo_prints_every_phase_and_the_label_free_score(tmp_path, monkeypatch,
 def test_caption_names_the_budget_and_both_scores_in_either_result_layout():
     cfg = SimpleNamespace(
         data=SimpleNamespace(classes=["tumor", "stroma", "normal"]),
-        model=SimpleNamespace(backbone="vit_tiny_patch16_224", backbone_kwargs={"depth": 6}, backbone_weights=None),
+        model=SimpleNamespace(
+            backbone="vit_tiny_patch16_224", backbone_kwargs={"depth": 6}, pretrained=None, conv_stem=True
+        ),
         train=SimpleNamespace(batch_size=16),
     )
     decoder = {"mIoU": 0.61, "IoU": [0.7, 0.6, 0.53]}
@@ -47,7 +49,9 @@ def test_caption_names_the_budget_and_both_scores_in_either_result_layout():
         assert "100 steps of 16 patches" in caption and "192 patches" in caption and "4.2 min" in caption
         assert "prediction (no labels given) mIoU 0.61 (tumor 0.70, stroma 0.60, normal 0.53)" in caption
         assert "refined masks (image labels given): mIoU 0.72" in caption
-        assert "6 blocks, random init" in caption and "not real tissue" in caption
+        assert "6 blocks, conv stem, random init" in caption and "not real tissue" in caption
+    cfg.model.pretrained, cfg.model.conv_stem = "vit_tiny_patch16_224.augreg_in21k", False
+    assert "random init" not in demo.figure_caption(by_protocol, cfg, 100, 250.0, 192, 24)
 
 
 def test_the_figure_rows_are_the_patches_with_the_most_classes(tmp_path):

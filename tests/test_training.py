@@ -63,9 +63,13 @@ def test_refuses_existing_run_unless_resume_or_force(synth, tmp_path):
         run_all(cfg, synth, tmp_path / "fresh", resume=True)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "poly"])
-def test_resume_matches_uninterrupted_run(synth, tmp_path, schedule):
-    cfg = cfg_for(synth, iterations=4, **{"train.lr_schedule": schedule})
+@pytest.mark.parametrize(
+    ("schedule", "conv_stem"),
+    [("constant", False), ("poly", False), ("constant", True)],
+    ids=["constant", "poly", "conv_stem"],  # the stem's batch-norm running statistics must resume too
+)
+def test_resume_matches_uninterrupted_run(synth, tmp_path, schedule, conv_stem):
+    cfg = cfg_for(synth, iterations=4, **{"train.lr_schedule": schedule, "model.conv_stem": conv_stem})
     run_all(cfg, synth, tmp_path / "straight")
     gen = train_iter(cfg, training_samples(str(synth), cfg), tmp_path / "stopped")
     for info in gen:
