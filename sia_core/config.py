@@ -311,7 +311,8 @@ class SIAConfig:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> SIAConfig:
-        """Read a YAML or JSON config (a partial file is completed from the defaults of its preset)."""
+        """Read a YAML or JSON config: a partial file is completed from its preset, a whole one (all sections,
+        as a run saves it) from the dataclass defaults."""
         path = Path(path)
         if not path.is_file():
             raise SIAError(f"config file not found: {path}", fix="give the path of a config.yaml or .json")
@@ -325,6 +326,11 @@ class SIAConfig:
             data = {}
         if not isinstance(data, dict):
             raise SIAError(f"config {path} is not a mapping", fix="write it as 'key: value' pairs")
+        if {f.name for f in dataclasses.fields(cls)} <= set(data):
+            # a whole config, as every run saves one: a key added to the code since it was written takes its
+            # dataclass default (the behaviour before the key existed), not the preset's value today, so an older
+            # run resumes and fine-tunes as it was trained (e.g. without the cpu preset's later model.conv_stem)
+            return cls.from_dict(data, source=str(path))
         base = get_preset(data.get("preset", "paper"))
         return base.merged(data, source=str(path))
 
@@ -347,12 +353,10 @@ class SIAConfig:
                     f"cannot parse value of override '{item}': {yaml_problem(err)}",
                     fix="write the value as YAML, quoted for the shell, e.g. --set 'train.cam_scales=[1.0, 0.75]'",
                 ) from None
-            if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-                # YAML 1.1 reads on/off/yes/no as booleans; 'train.amp=off' means the word (a true/false key
-                # given 'yes' then says it wants true/false instead of flipping silently)
-                value = raw.strip()
-            node = patch
             parts = key.strip().split(".")
+            if isinstance(value, bool) and raw.strip().lower() not in ("true", "false") and _takes_text(parts):
+                value = raw.strip()  # YAML 1.1 reads on/off/yes/no as booleans; train.amp=off means the word
+            node = patch
             for part in parts[:-1]:
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
@@ -394,8 +398,9 @@ def cpu() -> SIAConfig:
     cfg.train.balance = 0.5
     # Measured on WSSS4LUAD (README, Levers; 3 seeds each, fp32): a convolutional patch embedding (Xiao et al.
     # 2021) in place of the 16x16 projection lifts the label-free decoder of f from 0.527 +- 0.101 to
-    # 0.694 +- 0.082 on the tune part, and then, checked once on the report part, from 0.432 +- 0.039 to
-    # 0.487 +- 0.038 (a: 0.444 -> 0.482), labels-given RSM 0.730 -> 0.782; about 1.16x the step time on a CPU.
+    # 0.694 +- 0.082 on the tune part (chosen there), and on the report part, scored once with and without it,
+    # from 0.432 +- 0.039 to 0.487 +- 0.038 (a: 0.444 -> 0.482), labels-given RSM 0.730 -> 0.782; no cost
+    # measurable at the run level on 2 CPU cores (f: 744 s).
     cfg.model.conv_stem = True
     cfg.train.iterations = 300
     cfg.train.batch_size = 16
@@ -411,7 +416,8 @@ def cpu() -> SIAConfig:
     # Measured on the tune part of WSSS4LUAD val (README, Levers): the ungated decoder of a model this small
     # paints classes the image does not hold (normal lung on tumour, stroma on normal); restricted to the
     # classes its own classifier predicts, the label-free decoder went from mIoU 0.546 to 0.702 (f, seed 0). On
-    # the report part it neither helps nor hurts (f, 3 seeds: 0.429 +- 0.020 gated, 0.425 +- 0.022 ungated).
+    # the report part it neither helps nor hurts (f, 3 seeds: 0.429 +- 0.020 gated, 0.425 +- 0.022 ungated; with the
+    # stem 0.487 +- 0.038 and 0.484 +- 0.034).
     cfg.infer.gate = True
     return cfg
 
@@ -479,6 +485,17 @@ def _to_builtin(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_builtin(v) for v in value]
     return value
+
+
+def _takes_text(parts: list[str]) -> bool:
+    """Whether the config key ``a.b.c`` holds a string (or an optional one)."""
+    tp: Any = SIAConfig
+    for part in parts:
+        if not dataclasses.is_dataclass(tp):
+            return False  # inside a free-form mapping (backbone_kwargs): YAML's own reading stands
+        tp = typing.get_type_hints(tp).get(part)
+    args = typing.get_args(tp)
+    return tp is str or (typing.get_origin(tp) in (Union, types.UnionType) and str in args)
 
 
 def _deep_update(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -554,7 +571,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise SIAError(
                 f"{where}: expected a string, got {value!r}",
-                fix="YAML reads on/off/yes/no as true/false: quote the word, e.g. amp: 'off'",
+                fix="YAML reads on/off/yes/no as true/false: quote the word ('off')",
             )
         if not isinstance(value, str):
             raise SIAError(f"{where}: expected a string, got {value!r}")

@@ -72,6 +72,19 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
             not (m.conv_stem and m.pretrained),
             "false when model.pretrained is set (a new stem would discard the weights' patch embedding)",
         ),
+        (
+            "model.conv_stem",
+            m.conv_stem,
+            not m.conv_stem or _patch(cfg) & (_patch(cfg) - 1) == 0,
+            f"false: the stem halves the image log2(patch) times and this backbone's patch is {_patch(cfg)}",
+        ),
+        (
+            "model.freeze",
+            m.freeze,
+            not (m.conv_stem and m.freeze != "none"),
+            "none with model.conv_stem (a frozen stem's batch norm would still follow every batch), or set "
+            "model.conv_stem=false",
+        ),
         ("model.pooling", m.pooling, m.pooling in ("gmp", "gap", "topk"), "gmp, gap or topk"),
         ("model.pool_topk", m.pool_topk, 0 < m.pool_topk <= 1, "a fraction in (0, 1]"),
         ("model.decoder_channels", m.decoder_channels, m.decoder_channels >= 1, "an integer >= 1"),

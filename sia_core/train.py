@@ -110,16 +110,25 @@ def _load_init(model: torch.nn.Module, path: Union[str, Path], cfg: SIAConfig) -
         )
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if mismatched or init_cfg.model.backbone != cfg.model.backbone:
+    # the encoder must match name for name (heads a variant lacks may differ): a model with and one without
+    # model.conv_stem share every other name, and would load with a random patch embedding
+    unmatched = sorted({k for k in own if k.startswith("encoder.")} ^ {k for k in state if k.startswith("encoder.")})
+    stem = init_cfg.model.conv_stem != cfg.model.conv_stem
+    if mismatched or unmatched or stem or init_cfg.model.backbone != cfg.model.backbone:
         k = mismatched[0] if mismatched else None
-        detail = (
-            f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here; {len(mismatched)} tensors differ"
-            if k
-            else f"{init_cfg.model.backbone} there, {cfg.model.backbone} here"
-        )
+        if k:
+            detail = f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here; {len(mismatched)} tensors differ"
+        elif stem:
+            there, here = (str(c.model.conv_stem).lower() for c in (init_cfg, cfg))
+            detail = f"model.conv_stem is {there} there, {here} here"
+        elif unmatched:
+            detail = f"{unmatched[0]} is in one of them only; {len(unmatched)} encoder tensors differ"
+        else:
+            detail = f"{init_cfg.model.backbone} there, {cfg.model.backbone} here"
         raise SIAError(
             f"{weights} has another architecture than this run ({detail})",
-            fix="use the model.* settings (backbone, backbone_kwargs, decoder_channels...) of the model you start from",
+            fix="use the model.* settings (backbone, backbone_kwargs, conv_stem, decoder_channels...) of the model you "
+            "start from",
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
@@ -319,6 +328,8 @@ def train_iter(
                 )
             out.loss.backward()
             if di.world > 1:
+                # batch-norm buffers (model.conv_stem) stay per rank: each normalises its share of the batch and
+                # rank 0's running statistics are the ones saved, as DDP's default broadcast_buffers would keep
                 _allreduce_grads(params, di.world)
             opt.step()
             it += 1

@@ -264,6 +264,15 @@ def test_init_from_model_of_other_classes(run, tmp_path, capsys):
     assert "classes" in error_line(capsys)
 
 
+def test_init_from_model_without_the_stem(run, data, tmp_path, capsys):
+    # every other tensor name matches: without the check the stem would stay random and nobody would know
+    out = tmp_path / "r"
+    args = ["train", "--data", str(data), "--out", str(out), *TRAIN, "--set", "model.conv_stem=true"]
+    assert main([*args, "--init-from", str(run)]) == 2
+    assert "model.conv_stem is false there, true here" in error_line(capsys)
+    assert not (out / "last.safetensors").exists()
+
+
 def test_resume_continues(data, tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--data", str(data), "--out", str(out), *TRAIN]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from sia_core.config import VARIANTS, SIAConfig, apply_variant, get_preset
 from sia_core.errors import SIAError
@@ -67,8 +68,12 @@ def test_yaml_boolean_words_stay_words_in_string_keys(tmp_path):
     assert get_preset("cpu").with_overrides(["train.amp=off"]).train.amp == "off"
     assert get_preset("cpu").with_overrides(["train.amp=Off"]).train.amp == "Off"  # then the range check names it
     assert get_preset("cpu").with_overrides(["dam.enabled=False"]).dam.enabled is False
-    with pytest.raises(SIAError, match="dam.enabled: expected true/false, got 'yes'"):
-        get_preset("cpu").with_overrides(["dam.enabled=yes"])
+    assert get_preset("cpu").with_overrides(["dam.enabled=no"]).dam.enabled is False  # a true/false key: YAML's reading
+    # a free-form mapping keeps YAML's reading too: timm must get False, not the truthy word 'off'
+    assert get_preset("cpu").with_overrides(["model.backbone_kwargs.qkv_bias=off"]).model.backbone_kwargs == {
+        "qkv_bias": False
+    }
+    assert get_preset("cpu").with_overrides(["model.pretrained=null"]).model.pretrained is None
     p = tmp_path / "c.yaml"
     p.write_text("preset: cpu\ntrain:\n  amp: off\n")
     with pytest.raises(SIAError, match="train.amp: expected a string, got False") as err:
@@ -81,6 +86,18 @@ def test_partial_file_completes_from_its_preset(tmp_path):
     p.write_text("preset: cpu\ntrain:\n  iterations: 12\n")
     cfg = SIAConfig.load(p)
     assert cfg.train.iterations == 12 and cfg.model.backbone == get_preset("cpu").model.backbone
+    assert cfg.model.conv_stem  # the preset's
+
+
+def test_whole_config_of_an_older_run_keeps_what_it_was_trained_with(tmp_path):
+    # a run saved before model.conv_stem existed: resuming it must not add the cpu preset's stem to its network
+    old = get_preset("cpu").to_dict()
+    del old["model"]["conv_stem"]
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump(old))
+    cfg = SIAConfig.load(p)
+    assert cfg.model.conv_stem is False and cfg.model.backbone_kwargs == {"depth": 6} and cfg.preset == "cpu"
+    assert SIAConfig.load(get_preset("cpu").save(tmp_path / "new.yaml")).to_dict() == get_preset("cpu").to_dict()
 
 
 @pytest.mark.parametrize(

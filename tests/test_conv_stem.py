@@ -63,6 +63,19 @@ def test_config_refuses_stem_with_pretrained_weights():
     validate_config(cfg)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [({"freeze": "all"}, "model.freeze"), ({"backbone_kwargs": {"patch_size": 12}}, "model.conv_stem")],
+    ids=["frozen", "patch-12"],
+)
+def test_config_refuses_stem_it_cannot_train(overrides, key):
+    cfg = stem_cfg(True)
+    for name, value in overrides.items():
+        setattr(cfg.model, name, value)
+    with pytest.raises(SIAError, match=key):
+        validate_config(cfg)
+
+
 def test_saved_model_with_stem_predicts_as_trained(tmp_path):
     cfg = stem_cfg(True)
     torch.manual_seed(0)
