@@ -47,7 +47,6 @@ class ConvStem(nn.Module):
             c_in = width
         layers.append(nn.Conv2d(c_in, dim, kernel_size=1))
         self.layers = nn.Sequential(*layers)
-        self.patch = patch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
