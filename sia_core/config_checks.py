@@ -25,6 +25,7 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         SIAError: the first value out of range, named as the dotted key a ``--set`` would use.
     """
     t, m, a = cfg.train, cfg.model, cfg.train.augment
+    patch = _patch(cfg)
     checks: list[tuple[str, Any, bool, str]] = [
         # key, value, ok, what it must be
         ("train.iterations", t.iterations, t.iterations >= 1, "an integer >= 1"),
@@ -75,8 +76,8 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         (
             "model.conv_stem",
             m.conv_stem,
-            not m.conv_stem or _patch(cfg) & (_patch(cfg) - 1) == 0,
-            f"false: the stem halves the image log2(patch) times and this backbone's patch is {_patch(cfg)}",
+            not m.conv_stem or (patch >= 2 and patch & (patch - 1) == 0),
+            f"false: the stem halves the image log2(patch) times and this backbone's patch is {patch}",
         ),
         (
             "model.freeze",
@@ -124,7 +125,7 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         ("rsm.pool", cfg.rsm.pool, cfg.rsm.pool >= 1, "an integer >= 1"),
         ("rsm.obj_threshold", cfg.rsm.obj_threshold, 0 <= cfg.rsm.obj_threshold <= 1, "a number in 0..1"),
         ("rsm.erosion", cfg.rsm.erosion, cfg.rsm.erosion >= 0, "an integer >= 0"),
-        ("data.img_size", cfg.data.img_size, _fits_patches(cfg), f"a multiple of the patch size ({_patch(cfg)})"),
+        ("data.img_size", cfg.data.img_size, _fits_patches(cfg), f"a multiple of the patch size ({patch})"),
         ("data.mean", list(cfg.data.mean), all(0 <= v <= 1 for v in cfg.data.mean), "3 numbers in 0..1"),
         ("data.std", list(cfg.data.std), all(v > 0 for v in cfg.data.std), "3 numbers > 0"),
         ("data.white_threshold", cfg.data.white_threshold, 0 <= cfg.data.white_threshold <= 255, "0..255"),

@@ -65,8 +65,12 @@ def test_config_refuses_stem_with_pretrained_weights():
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [({"freeze": "all"}, "model.freeze"), ({"backbone_kwargs": {"patch_size": 12}}, "model.conv_stem")],
-    ids=["frozen", "patch-12"],
+    [
+        ({"freeze": "all"}, "model.freeze"),
+        ({"backbone_kwargs": {"patch_size": 12}}, "model.conv_stem"),
+        ({"backbone_kwargs": {"patch_size": 1}}, "model.conv_stem"),
+    ],
+    ids=["frozen", "patch-12", "patch-1"],
 )
 def test_config_refuses_stem_it_cannot_train(overrides, key):
     cfg = stem_cfg(True)
