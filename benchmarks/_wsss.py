@@ -116,6 +116,21 @@ def train_side_by_side(base: Sequence[str], workers: Sequence[str], jobs: int) -
         p.wait()
 
 
+def trained_weights(run: Path, device: str = "auto") -> SIAPredictor:
+    """The predictor of a run's trained weights (``state.pt``) rather than the weights it serves: under
+    ``train.ema`` the two differ, and scoring both compares the average with what it averages on the same
+    training (GPU runs of one seed are not bit-reproducible, so two trainings would not be a fair pair)."""
+    import torch
+
+    from sia_core.build import build_model
+
+    files = RunFiles(run)
+    cfg = SIAConfig.load(files.config)
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(files.state, map_location="cpu", weights_only=True)["model"])
+    return SIAPredictor(model, cfg, device)
+
+
 def score_run(
     run: Union[Path, SIAPredictor], parts: dict[str, list[EvalItem]], device: str = "auto", **infer: Any
 ) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Each (variant, seed) trains in ``OUT/<variant>_s<seed>``; a finished run is reus
 The table gives mean ± sd over seeds of: the label-free decoder (mDice, mIoU, mPrecision, mRecall, per-class
 IoU), the label-free RSM / CAM (over the classes the classifier predicts), and, labelled as such, the
 labels-given pseudo-labels (CAM for a-d, RSM for f). Differences smaller than the seeds' spread are not
-differences. Also written: ``OUT/ablation.json``, ``OUT/ablation.md``.
+differences. Also written: ``OUT/ablation.json``, ``OUT/ablation.md`` (``ablation_tune.*`` for ``--part tune``;
+``..._trained.*`` with ``--weights trained``: the trained weights of runs with ``train.ema``, not their average).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _wsss import PARTS, mean_sd, preset_infer, score_run, train_run, train_side_by_side, val_parts
+from _wsss import PARTS, mean_sd, preset_infer, score_run, train_run, train_side_by_side, trained_weights, val_parts
 
 from sia_core.config import VARIANTS, SIAConfig
 from sia_core.io_utils import atomic_write_text
@@ -38,6 +39,12 @@ def main() -> None:
     ap.add_argument("--part", default="report", choices=PARTS, help="the val part the table reports")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each")
+    ap.add_argument(
+        "--weights",
+        default="served",
+        choices=("served", "trained"),
+        help="score the weights a run serves (last.safetensors) or, under train.ema, the trained ones it averages",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every run")
     ap.add_argument("--only-train", metavar="VARIANT:SEED", help=argparse.SUPPRESS)  # a worker of --jobs
     args = ap.parse_args()
@@ -74,8 +81,9 @@ def main() -> None:
         cfg = SIAConfig.load(run / "config.yaml")  # the modules as trained (a --set may switch one off)
         modules[v] = (cfg.rfm.enabled, cfg.dam.enabled, cfg.rsm.enabled)
         part = {args.part: parts[args.part]}
-        r = score_run(run, part, device=args.device, **infer)[args.part]
-        free = r if not gate else score_run(run, part, device=args.device, **{**infer, "gate": False})[args.part]
+        source = run if args.weights == "served" else trained_weights(run, args.device)
+        r = score_run(source, part, device=args.device, **infer)[args.part]
+        free = r if not gate else score_run(source, part, device=args.device, **{**infer, "gate": False})[args.part]
         scores[v].append(r)
         ungated[v].append(free["label_free"]["decoder"])
         seconds[v].append(sec)
@@ -88,9 +96,14 @@ def main() -> None:
 
     table = render(args, parts[args.part], scores, ungated, gate, seconds, variants, seeds, modules)
     print("\n" + table)
-    atomic_write_text(out / "ablation.md", table + "\n")
+    name = (
+        "ablation"
+        + ("" if args.part == "report" else f"_{args.part}")
+        + ("_trained" if args.weights == "trained" else "")
+    )
+    atomic_write_text(out / f"{name}.md", table + "\n")
     atomic_write_text(
-        out / "ablation.json",
+        out / f"{name}.json",
         json.dumps(
             {"args": vars(args), "scores": scores, "ungated_decoder": ungated, "train_seconds": seconds}, indent=1
         ),

@@ -5,7 +5,9 @@ written whole to a temporary file, flushed to the disk and renamed over the prev
 or a second Ctrl-C at any moment leaves either the old checkpoint or the new one, never weights of one step
 with optimiser state of another. ``last.safetensors`` (the weights file users, the predictor and the napari
 widget open) is written right after it; when an interruption left it behind, resuming rewrites it from
-``state.pt``. Only plain tensors and numbers are stored, so ``torch.load(weights_only=True)`` reads it.
+``state.pt``. Only plain tensors and numbers are stored, so ``torch.load(weights_only=True)`` reads it. With
+``train.ema`` on, state.pt holds the moving average of the weights beside the trained ones, and
+``last.safetensors`` is the average.
 
 A state.pt written before the weights moved into it (format 1: optimiser state only) is still resumed, from
 ``last.safetensors``, but only when both record the same iteration.
@@ -56,8 +58,12 @@ def save_checkpoint(
     cfg: SIAConfig,
     iteration: int,
     best_score: float,
+    ema: Optional[torch.nn.Module] = None,
 ) -> Path:
     """Write the run's checkpoint (``state.pt``, then ``last.safetensors``); returns the weights file.
+
+    With ``ema`` (the moving average of the weights, ``train.ema``) state.pt holds both weight sets and
+    ``last.safetensors`` the average: what the run serves; the trained weights are what it continues from.
 
     Ctrl-C and SIGTERM arriving during the save are held until it is done (a second Ctrl-C abandons it, leaving
     the previous checkpoint), so a stop request never tears it.
@@ -66,17 +72,22 @@ def save_checkpoint(
         WriteError: the disk is full or the run directory cannot be written; the previous checkpoint is intact.
     """
     model = getattr(model, "module", model)
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state = {
         "format": STATE_FORMAT,
         "iteration": int(iteration),
         "best_score": float(best_score),
-        "model": weights,
+        "model": _cpu_weights(model),
         "optimizer": optimizer.state_dict(),
     }
+    if ema is not None:
+        state["ema"] = _cpu_weights(ema)
     with interrupts_deferred(f"saving the checkpoint of iteration {iteration}"):
         atomic_write(files.state, lambda p: torch.save(state, p), needed=_state_bytes(state), fsync=True)
-        return save_weights(files.last, model, cfg, iteration=iteration)
+        return save_weights(files.last, model if ema is None else ema, cfg, iteration=iteration)
+
+
+def _cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def _read_state(files: RunFiles, device: torch.device) -> dict[str, Any]:
@@ -133,12 +144,14 @@ def load_checkpoint(
     cfg: SIAConfig,
     device: torch.device,
     repair: bool = True,
+    ema: Optional[torch.nn.Module] = None,
 ) -> tuple[int, float]:
     """Load the run's checkpoint into ``model`` and ``optimizer``; returns (iteration, best score).
 
     Args:
         repair: rewrite ``last.safetensors`` from the checkpoint when an interrupted save left it behind (only
             the process that writes the run directory passes True).
+        ema: the run's moving average of the weights (``train.ema``), loaded from the checkpoint too.
 
     Raises:
         SIAError: state.pt damaged, of another architecture, or (format 1) not of the same iteration as
@@ -160,17 +173,25 @@ def load_checkpoint(
                 fix="start the run again with --force, or fine-tune from last.safetensors with --init-from",
             )
         source = files.last
+    if ema is not None and "ema" not in state:
+        raise SIAError(
+            f"{files.state} holds no moving average of the weights, and {files.config} sets train.ema={cfg.train.ema}",
+            fix="restore the run's own config.yaml (train.ema as it was trained), or start the run again with --force",
+        )
     try:
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SIAError(
             f"checkpoint {source} does not fit the model of {files.config} ({first[:160]})",
             fix="restore the run's own config.yaml, or start the run again with --force",
         ) from None
-    if repair and not _check_last(files, model, cfg, iteration):
-        save_weights(files.last, model, cfg, iteration=iteration)
+    served = model if ema is None else ema
+    if repair and not _check_last(files, served, cfg, iteration):
+        save_weights(files.last, served, cfg, iteration=iteration)
     return iteration, float(state["best_score"])
 
 

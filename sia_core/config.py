@@ -216,6 +216,10 @@ class TrainConfig:
     seg_on_glass: bool = False
     """Train L_seg on white glass too (its pseudo-label or mosaic class instead of ignoring it): the white
     space of normal lung is part of what normal looks like, and it is never scored."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (timm's ModelEmaV3, updated after every step; 0 =
+    off). When on, the weights a run writes for use (``last``/``best.safetensors``) and validates are the
+    average; ``state.pt`` keeps the trained weights beside it, so a resumed run continues both."""
     num_workers: int = 2
     val_every: int = 1000
     ckpt_every: int = 500

@@ -45,6 +45,7 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         ("train.mosaic", t.mosaic, 0 <= t.mosaic < 1, "a fraction in 0..1 (not 1: a batch keeps real images)"),
         ("train.seg_balance", t.seg_balance, t.seg_balance >= 0, "a number >= 0"),
         ("train.seg_confidence", t.seg_confidence, 0 <= t.seg_confidence <= 1, "a number in 0..1"),
+        ("train.ema", t.ema, 0 <= t.ema < 1, "a decay in 0..1, below 1 (0 = off)"),
         ("infer.label_threshold", cfg.infer.label_threshold, 0 < cfg.infer.label_threshold < 1, "a number in (0, 1)"),
         ("train.num_workers", t.num_workers, t.num_workers >= 0, "an integer >= 0"),
         ("train.val_every", t.val_every, t.val_every >= 0, "an integer >= 0 (0: never)"),

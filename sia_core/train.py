@@ -36,6 +36,7 @@ from typing import Any, Optional, Union
 
 import torch
 import torch.distributed as dist
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from .build import build_model, read_weights, resolve_weights_path, save_weights
@@ -243,6 +244,10 @@ def train_iter(
     model.to(device).train()
     params = trainable_parameters(model, cfg.model.freeze)
     opt = _make_optimizer(params, t)
+    # the average starts from the starting weights (random or --init-from); on resume the checkpoint's replaces it
+    ema = ModelEmaV3(model, decay=t.ema) if t.ema else None
+    averaged = None if ema is None else ema.module
+    served = model if averaged is None else averaged  # what is validated and written for use
 
     start, best_score = 0, -math.inf
     if resume and not files.has_checkpoint() and files.holds_run():
@@ -251,7 +256,7 @@ def train_iter(
             fix=f"fine-tune from them with --init-from {files.last} into another --out, or start again with --force",
         )
     if resume and files.has_checkpoint():
-        start, best_score = load_checkpoint(files, model, opt, cfg, device, repair=di.is_main)
+        start, best_score = load_checkpoint(files, model, opt, cfg, device, repair=di.is_main, ema=averaged)
 
     mean = torch.tensor(cfg.data.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1) * 255
@@ -287,7 +292,9 @@ def train_iter(
 
     def checkpoint(iteration: int) -> Optional[Path]:
         nonlocal saved_at
-        path = save_checkpoint(files, model, opt, cfg, iteration, best_score) if di.is_main else None
+        path = None
+        if di.is_main:
+            path = save_checkpoint(files, model, opt, cfg, iteration, best_score, averaged)
         saved_at = iteration
         return path
 
@@ -332,6 +339,8 @@ def train_iter(
                 # rank 0's running statistics are the ones saved, as DDP's default broadcast_buffers would keep
                 _allreduce_grads(params, di.world)
             opt.step()
+            if ema is not None:
+                ema.update(model)
             it += 1
             n_last += batch.image.shape[0] * di.world
             info = StepInfo(iteration=it, total=t.iterations)
@@ -346,14 +355,14 @@ def train_iter(
             info.logs, info.images_per_s = logs, ips
             # Validate before the checkpoint of the same step, so the checkpoint's best score includes it.
             if val_items and t.val_every and (it % t.val_every == 0 or it == t.iterations):
-                info.val = _validate(model, cfg, val_items, device, di)
+                info.val = _validate(served, cfg, val_items, device, di)
                 model.train()
                 if di.is_main:
                     score = info.val["label_free"]["decoder"]["mIoU"]
                     _append_log(files.log, {"iteration": it, "split": "val", **_val_summary(info.val)})
                     if score > best_score:
                         best_score = score
-                        save_weights(files.best, model, cfg, iteration=it, val_mIoU=score)
+                        save_weights(files.best, served, cfg, iteration=it, val_mIoU=score)
             if it == t.iterations or (t.ckpt_every and it % t.ckpt_every == 0):
                 info.checkpoint = checkpoint(it)
             yield info

@@ -49,3 +49,17 @@ def test_preset_infer_is_the_presets_infer_section_with_the_overrides() -> None:
     assert infer["gate"] is True and infer["flip"] is True and infer["scales"] == (1.0,)
     assert infer["label_threshold"] == 0.4
     assert set(infer) == set(SIAConfig().to_dict()["infer"])
+
+
+def test_trained_weights_are_the_checkpoints_not_the_average_the_run_serves(data: Path, tmp_path: Path) -> None:
+    import torch
+
+    from sia_core.build import read_weights
+
+    run = tmp_path / "run"
+    _wsss.train_run(run, str(data), "test", "a", 0, ["train.ema=0.5"], log="ema")
+    trained = _wsss.trained_weights(run, device="cpu").model.state_dict()
+    checkpoint = torch.load(run / "state.pt", weights_only=True)["model"]
+    served, _, _ = read_weights(run / "last.safetensors")
+    assert all(torch.equal(trained[k].cpu(), checkpoint[k]) for k in checkpoint)
+    assert any(not torch.equal(trained[k].cpu(), served[k]) for k in served)

@@ -329,6 +329,7 @@ def test_ctrl_c_between_steps_and_again_during_the_save_is_no_traceback(data, tm
         "infer.tile_overlap=64",
         "data.img_size=100",
         "rfm.lambda_low=0.9",
+        "train.ema=1",
     ],
 )
 def test_values_out_of_range_are_refused_before_anything_is_written(data, tmp_path, capsys, setting):

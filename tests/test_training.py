@@ -64,12 +64,14 @@ def test_refuses_existing_run_unless_resume_or_force(synth, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("schedule", "conv_stem"),
-    [("constant", False), ("poly", False), ("constant", True)],
-    ids=["constant", "poly", "conv_stem"],  # the stem's batch-norm running statistics must resume too
+    ("schedule", "conv_stem", "ema"),
+    [("constant", False, 0), ("poly", False, 0), ("constant", True, 0), ("constant", True, 0.5)],
+    # the stem's batch-norm running statistics must resume too, and so must the moving average of the weights
+    ids=["constant", "poly", "conv_stem", "ema"],
 )
-def test_resume_matches_uninterrupted_run(synth, tmp_path, schedule, conv_stem):
-    cfg = cfg_for(synth, iterations=4, **{"train.lr_schedule": schedule, "model.conv_stem": conv_stem})
+def test_resume_matches_uninterrupted_run(synth, tmp_path, schedule, conv_stem, ema):
+    over = {"train.lr_schedule": schedule, "model.conv_stem": conv_stem, "train.ema": ema}
+    cfg = cfg_for(synth, iterations=4, **over)
     run_all(cfg, synth, tmp_path / "straight")
     gen = train_iter(cfg, training_samples(str(synth), cfg), tmp_path / "stopped")
     for info in gen:
@@ -84,10 +86,49 @@ def test_resume_matches_uninterrupted_run(synth, tmp_path, schedule, conv_stem):
     b, _, _ = read_weights(tmp_path / "stopped" / "last.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    if ema:  # the trained weights resume too, not only the average that last.safetensors serves
+        a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)["model"]
+        b = torch.load(tmp_path / "stopped" / "state.pt", weights_only=True)["model"]
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     log = [json.loads(line) for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2, 3, 4]
     # the rate of every step, resumed ones included, is the schedule's at that step
     assert [r["lr"] for r in log] == pytest.approx([lr_at(cfg.train.lr, schedule, i, 4) for i in range(4)])
+
+
+def test_moving_average_is_what_the_run_serves(synth, tmp_path):
+    from sia_core.build import build_model
+
+    cfg = cfg_for(synth, iterations=2, **{"train.ema": 0.5, "train.ckpt_every": 1, "model.conv_stem": True})
+    torch.manual_seed(cfg.train.seed)  # the starting weights, drawn as train_iter draws them
+    start = build_model(cfg).state_dict()
+    gen = train_iter(cfg, training_samples(str(synth), cfg), tmp_path / "run")
+    next(gen)  # one step: average = 0.5 start + 0.5 trained
+    state1 = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    list(gen)
+    state2 = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    served, _, meta = read_weights(tmp_path / "run" / "last.safetensors")
+    assert meta["iteration"] == 2 and set(served) == set(start)
+    for k, v in start.items():
+        if not v.is_floating_point():  # batch-norm's step count is copied, not averaged
+            assert torch.equal(state2["ema"][k], state2["model"][k]), k
+            continue
+        step1 = 0.5 * v + 0.5 * state1["model"][k]
+        torch.testing.assert_close(state1["ema"][k], step1, msg=k)
+        torch.testing.assert_close(state2["ema"][k], 0.5 * step1 + 0.5 * state2["model"][k], msg=k)
+        torch.testing.assert_close(served[k], state2["ema"][k], msg=k)
+    assert any(not torch.equal(served[k], state2["model"][k]) for k in served)
+
+
+def test_resume_refuses_a_config_with_an_average_its_checkpoint_lacks(synth, tmp_path):
+    cfg = cfg_for(synth, iterations=2)
+    run_all(cfg, synth, tmp_path / "run")
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace("ema: 0.0", "ema: 0.9"))
+    with pytest.raises(SIAError, match="no moving average") as err:
+        run_all(cfg, synth, tmp_path / "run", resume=True)
+    assert "train.ema" in err.value.fix
 
 
 def test_validation_keeps_best_checkpoint(synth, tmp_path):
