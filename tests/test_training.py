@@ -121,6 +121,15 @@ def test_moving_average_is_what_the_run_serves(synth, tmp_path):
     assert any(not torch.equal(served[k], state2["model"][k]) for k in served)
 
 
+def test_the_average_leaves_training_unchanged(synth, tmp_path):
+    # benchmarks/ablation.py --weights trained relies on it: an averaged run's trained weights are a plain run's
+    run_all(cfg_for(synth, iterations=3), synth, tmp_path / "plain")
+    run_all(cfg_for(synth, iterations=3, **{"train.ema": 0.9}), synth, tmp_path / "averaged")
+    plain = torch.load(tmp_path / "plain" / "state.pt", weights_only=True)["model"]
+    trained = torch.load(tmp_path / "averaged" / "state.pt", weights_only=True)["model"]
+    assert all(torch.equal(plain[k], trained[k]) for k in plain)
+
+
 def test_resume_refuses_a_config_with_an_average_its_checkpoint_lacks(synth, tmp_path):
     cfg = cfg_for(synth, iterations=2)
     run_all(cfg, synth, tmp_path / "run")
