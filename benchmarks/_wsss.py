@@ -126,7 +126,7 @@ def trained_weights(run: Path, device: str = "auto") -> SIAPredictor:
 
     files = RunFiles(run)
     cfg = SIAConfig.load(files.config)
-    model = build_model(cfg)
+    model = build_model(cfg, pretrained=False)  # the checkpoint holds the trained backbone, as in load_model
     model.load_state_dict(torch.load(files.state, map_location="cpu", weights_only=True)["model"])
     return SIAPredictor(model, cfg, device)
 
