@@ -23,7 +23,7 @@ from .errors import SIAError
 
 __all__ = ["DEMO_ITERATIONS", "run_demo", "overview_figure", "figure_caption"]
 
-DEMO_ITERATIONS = 100  # 4:48 of training, 5:09 for the whole demo on 2 idle cores (README, The demo)
+DEMO_ITERATIONS = 100  # 3:53 of training, 4:10 for the whole demo on 2 idle cores (README, The demo)
 DEMO_TRAIN, DEMO_VAL, DEMO_SIZE = 192, 24, 224
 DEMO_PRESET = "cpu"
 FIGURE_ROWS = 3
