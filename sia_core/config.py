@@ -172,6 +172,10 @@ class AugmentConfig:
     """Hematoxylin and eosin amounts scaled by U(1 - stain, 1 + stain) per image (sia_core/data/stain.py);
     0 = off. Not in the paper: a lever for new labs' stains (README, Levers)."""
     global_crop_scale: tuple[float, float] = (0.4, 1.0)
+    scale: tuple[float, float] = (1.0, 1.0)
+    """Range of a random rescale of the classification input (and its masks) before the crop/pad to the training
+    size, like the random scaling of segmentation training (ToCo, DeepLab); (1, 1) = off, as the paper's patches
+    are used at their own size. Not in the paper: a lever (README, Levers)."""
 
 
 @dataclass

@@ -66,6 +66,12 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
             0 < a.global_crop_scale[0] <= a.global_crop_scale[1] <= 1,
             "[min, max] with 0 < min <= max <= 1",
         ),
+        (
+            "train.augment.scale",
+            list(a.scale),
+            len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1] <= 4,
+            "[min, max] with 0 < min <= max <= 4 ([1, 1] = off)",
+        ),
         ("model.num_registers", m.num_registers, m.num_registers >= 0, "an integer >= 0"),
         ("model.drop_path_rate", m.drop_path_rate, 0 <= m.drop_path_rate < 1, "a number in 0..1 (not 1)"),
         (

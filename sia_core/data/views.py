@@ -1,10 +1,10 @@
 """Training views of one image (docs/method.md §3.1, §5.4): the classification input (= global view 1), the second
 global view and the local-crop source, plus the ignore mask and an optional corrected mask.
 
-All geometric augmentation (flips, 90 degree rotations, crop/pad to the training size) is applied once and
-shared by the classification input, the local source, the ignore mask and the corrected mask, so that the
-CAM-derived crop ROI and the pixel targets stay aligned with the image. Colour augmentation differs per view.
-Tensors stay uint8 here; normalisation happens on the training device.
+All geometric augmentation (an optional rescale, flips, 90 degree rotations, crop/pad to the training size) is
+applied once and shared by the classification input, the local source, the ignore mask and the corrected mask,
+so that the CAM-derived crop ROI and the pixel targets stay aligned with the image. Colour augmentation differs
+per view. Tensors stay uint8 here; normalisation happens on the training device.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class TrainViews:
         img = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W) uint8
         ign = torch.from_numpy(np.array(ignore, dtype=bool))[None]
         msk = torch.from_numpy(np.array(mask)).long()[None] if mask is not None else None
+        img, ign, msk = self._rescale(img, ign, msk)
         img, ign, msk = self._fit(img, ign, msk)
         if self.aug.flip:
             if torch.rand(()) < 0.5:
@@ -84,6 +85,23 @@ class TrainViews:
             out["global2"] = self.global2(img).contiguous()
             out["local"] = self.colour_local(img).contiguous()
         return out
+
+    def _rescale(
+        self, img: torch.Tensor, ign: torch.Tensor, msk: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Resize by a factor drawn from ``aug.scale`` (bilinear for the image, nearest for the masks)."""
+        lo, hi = self.aug.scale
+        if lo == hi == 1.0:
+            return img, ign, msk
+        f = lo + (hi - lo) * float(torch.rand(()))
+        _, h, w = img.shape
+        size = [max(1, round(h * f)), max(1, round(w * f))]
+        img = v2.functional.resize(img, size, antialias=True)
+        near = v2.InterpolationMode.NEAREST
+        ign = v2.functional.resize(ign.to(torch.uint8), size, interpolation=near).bool()
+        if msk is not None:
+            msk = v2.functional.resize(msk, size, interpolation=near)
+        return img, ign, msk
 
     def _fit(
         self, img: torch.Tensor, ign: torch.Tensor, msk: Optional[torch.Tensor]
