@@ -15,7 +15,7 @@ PLAIN = {"flip": False, "rot90": False, "jitter_p": 0.0, "grayscale_p": 0.0, "bl
 
 
 def half_and_half(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top half red class 1, bottom half blue class 0; one ignored glass column at the left."""
+    """Top half red class 1, bottom half blue class 0; an ignored glass band (a quarter of the width) at the left."""
     rgb = np.zeros((size, size, 3), np.uint8)
     rgb[: size // 2] = (200, 0, 0)
     rgb[size // 2 :] = (0, 0, 200)
