@@ -45,7 +45,7 @@ def build_model(cfg: SIAConfig, pretrained: bool = True) -> SIAModel:
     m = cfg.model
     vit = create_backbone(cfg, load_weights=pretrained)
     if m.conv_stem:
-        vit.patch_embed.proj = ConvStem(vit.embed_dim, int(vit.patch_embed.patch_size[0]))
+        vit.patch_embed.proj = ConvStem(vit.embed_dim, int(vit.patch_embed.patch_size[0]), depth=m.conv_stem_depth)
     encoder = MCTViT(vit, cfg.num_classes, m.num_registers, m.aux_layer)
     return SIAModel(
         encoder,

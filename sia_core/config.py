@@ -89,6 +89,8 @@ class ModelConfig:
     """Replace the ViT's 16x16 patch projection by a stack of 3x3 stride-2 convolutions with batch norm
     (``sia_core.models.conv_stem``, Xiao et al. 2021). Random init only: with ``pretrained`` weights a preset's
     stem is switched off (the weights bring their own patch embedding), and one the preset lacks is refused."""
+    conv_stem_depth: int = 1
+    """3x3 convolutions per stride-2 stage of the ``conv_stem`` (1 = Xiao et al.'s; more adds stride-1 ones)."""
 
     def __post_init__(self) -> None:
         if self.backbone_weights and not self.pretrained:

@@ -72,6 +72,7 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
             len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1] <= 4,
             "[min, max] with 0 < min <= max <= 4 ([1, 1] = off)",
         ),
+        ("model.conv_stem_depth", m.conv_stem_depth, m.conv_stem_depth >= 1, "an integer >= 1"),
         ("model.num_registers", m.num_registers, m.num_registers >= 0, "an integer >= 0"),
         ("model.drop_path_rate", m.drop_path_rate, 0 <= m.drop_path_rate < 1, "a number in 0..1 (not 1)"),
         (

@@ -33,6 +33,25 @@ def test_stem_keeps_the_token_grid(patch, widths):
     assert out.shape == (2, 192, 4, 6)
 
 
+def test_deeper_stem_adds_stride_one_convolutions_on_the_same_grid():
+    stem = ConvStem(192, 16, depth=2)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [24, 24, 48, 48, 96, 96, 192, 192, 192]
+    assert [c.stride[0] for c in convs] == [2, 1, 2, 1, 2, 1, 2, 1, 1]
+    assert stem(torch.randn(1, 3, 64, 96)).shape == (1, 192, 4, 6)
+    # depth 1 keeps the module layout (and so the state-dict keys) of runs saved before the option existed:
+    # four conv + batch norm + ReLU triples, then the 1x1 projection at index 12
+    keys = ConvStem(192, 16).state_dict()
+    assert {k for k in keys if k.endswith(".weight")} == {f"layers.{i}.weight" for i in (0, 1, 3, 4, 6, 7, 9, 10, 12)}
+
+
+def test_config_refuses_a_stem_without_convolutions():
+    cfg = stem_cfg(True)
+    cfg.model.conv_stem_depth = 0
+    with pytest.raises(SIAError, match="model.conv_stem_depth"):
+        validate_config(cfg)
+
+
 @pytest.mark.parametrize("patch", [1, 12])
 def test_stem_refuses_a_patch_that_is_not_a_power_of_two(patch):
     with pytest.raises(ValueError, match="power-of-two"):
