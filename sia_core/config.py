@@ -211,6 +211,10 @@ class TrainConfig:
     mosaic: float = 0.0
     """Fraction of every batch made of synthetic mosaics of single-label images with exact masks
     (``sia_core.data.mosaic``); their pixels supervise the decoder like corrected masks. 0 = off."""
+    cls_balance: float = 0.0
+    """Weight of a rare class's positive labels in L_cls: a class present in a fraction p < 0.5 of the images
+    drawn for training (after ``balance``) has its positives weighted ((1 - p) / p)^power, other classes 1
+    (0 = the plain multi-label loss)."""
     seg_balance: float = 0.0
     """Class-balanced L_seg: each target pixel weighs (n / (C' n_c))^power, n the batch's counted pixels, n_c those
     of its class, C' the classes present in the batch (0 = plain cross-entropy)."""

@@ -43,6 +43,7 @@ def validate_config(cfg: SIAConfig) -> SIAConfig:
         ("train.amp", t.amp, t.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
         ("train.balance", t.balance, t.balance >= 0, "a number >= 0"),
         ("train.mosaic", t.mosaic, 0 <= t.mosaic < 1, "a fraction in 0..1 (not 1: a batch keeps real images)"),
+        ("train.cls_balance", t.cls_balance, t.cls_balance >= 0, "a number >= 0"),
         ("train.seg_balance", t.seg_balance, t.seg_balance >= 0, "a number >= 0"),
         ("train.seg_confidence", t.seg_confidence, 0 <= t.seg_confidence <= 1, "a number in 0..1"),
         ("train.ema", t.ema, 0 <= t.ema < 1, "a decay in 0..1, below 1 (0 = off)"),

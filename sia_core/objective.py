@@ -14,9 +14,11 @@ Cost-saving choices (each measured in benchmarks/step_cost.py):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +37,17 @@ from .models.rfm import (
 from .models.rsm import masked_argmax, rsm_fuse
 from .models.sia import SIAModel
 
-__all__ = ["TrainBatch", "StepOutput", "pseudo_labels", "pseudo_scores", "seg_loss", "sia_losses", "IGNORE"]
+__all__ = [
+    "TrainBatch",
+    "StepOutput",
+    "pseudo_labels",
+    "pseudo_scores",
+    "rare_class_weights",
+    "cls_loss",
+    "seg_loss",
+    "sia_losses",
+    "IGNORE",
+]
 
 IGNORE = 255
 """Target value that L_seg never trains on."""
@@ -103,6 +115,33 @@ def pseudo_scores(maps: ClassMaps, labels: torch.Tensor, cfg: SIAConfig, use_rsm
     return fused
 
 
+def rare_class_weights(labels: Sequence[np.ndarray], draw_weights: Optional[np.ndarray], power: float) -> np.ndarray:
+    """Positive-label weights of L_cls (``train.cls_balance``), one per class.
+
+    p_c is the fraction of drawn training images that hold class c (each image counted by its sampling weight,
+    so after ``train.balance``); a class with p_c < 0.5 gets ((1 - p_c) / p_c)^power, the others 1. A rare
+    class's few positives otherwise teach the classifier mostly to call it absent (WSSS4LUAD: normal lung in 19
+    of 295 training patches), and the gate then drops it from the mask.
+
+    Args:
+        labels: image-level labels, N vectors of C values 0/1.
+        draw_weights: per-image sampling weights (N,), or None for plain epochs.
+        power: the exponent; 0 gives all ones.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    w = np.ones(len(y)) if draw_weights is None else np.asarray(draw_weights, dtype=np.float64)
+    p = (w @ y) / w.sum()
+    odds = (1 - p) / np.clip(p, 1e-6, None)
+    return np.where(p < 0.5, odds, 1.0) ** power
+
+
+def cls_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """Multi-label soft-margin loss (the paper's L_cls), with rare classes' positives weighted when given."""
+    if pos_weight is None:
+        return F.multilabel_soft_margin_loss(logits.float(), labels)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=pos_weight)
+
+
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int, balance: float) -> torch.Tensor:
     """Cross-entropy over the non-ignored pixels, optionally class-balanced within the batch.
 
@@ -121,7 +160,13 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int, balan
     return (per_pixel * w).sum() / w.sum().clamp(min=1e-6)
 
 
-def sia_losses(model: SIAModel, batch: TrainBatch, cfg: SIAConfig, progress: float) -> StepOutput:
+def sia_losses(
+    model: SIAModel,
+    batch: TrainBatch,
+    cfg: SIAConfig,
+    progress: float,
+    cls_pos_weight: Optional[torch.Tensor] = None,
+) -> StepOutput:
     """Compute the total loss of one step.
 
     Args:
@@ -129,6 +174,7 @@ def sia_losses(model: SIAModel, batch: TrainBatch, cfg: SIAConfig, progress: flo
         batch: the batch.
         cfg: configuration (weights, thresholds, scales).
         progress: fraction of training done, in [0, 1) (warm-up and the prior switch depend on it).
+        cls_pos_weight: (C,) weights of positive labels in L_cls (:func:`rare_class_weights`), None for none.
     """
     x, y = batch.image, batch.labels
     b = x.shape[0]
@@ -137,9 +183,7 @@ def sia_losses(model: SIAModel, batch: TrainBatch, cfg: SIAConfig, progress: flo
 
     enc = model.forward_features(torch.cat([x, batch.global2]) if use_dam else x)
     fwd = model.forward_head(enc, rows=slice(0, b))
-    l_cls = F.multilabel_soft_margin_loss(fwd.logits.float(), y) + F.multilabel_soft_margin_loss(
-        fwd.logits_aux.float(), y
-    )
+    l_cls = cls_loss(fwd.logits, y, cls_pos_weight) + cls_loss(fwd.logits_aux, y, cls_pos_weight)
     total = cfg.train.cls_weight * l_cls
     logs["cls"] = l_cls.detach()
 

@@ -49,7 +49,7 @@ from .errors import SIAError
 from .io_utils import WriteError, append_line, atomic_write_text, check_output_dir, remove_stale_tmp
 from .lr_schedule import lr_at
 from .models.freeze import trainable_parameters
-from .objective import TrainBatch, sia_losses
+from .objective import TrainBatch, rare_class_weights, sia_losses
 from .pretrained import resolve_pretrained
 from .run_files import RUN_FILE_NAMES, RunFiles
 from .runtime import DistInfo, dist_info, resolve_device
@@ -263,6 +263,10 @@ def train_iter(
     dataset = WeakLabelDataset(samples, cfg, dam=cfg.dam.enabled)
     per_rank = max(1, t.batch_size // di.world)
     weights = balanced_weights([s.labels for s in samples], t.balance) if t.balance else None
+    cls_pos_weight = None
+    if t.cls_balance > 0:
+        pos = rare_class_weights([s.labels for s in samples], weights, t.cls_balance)
+        cls_pos_weight = torch.tensor(pos, dtype=torch.float32, device=device)
     mosaics = round(t.mosaic * per_rank * di.world) if dataset.mosaics.available else 0
     if t.mosaic > 0 and not dataset.mosaics.available and di.is_main:
         warnings.warn(
@@ -327,7 +331,7 @@ def train_iter(
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
-                out = sia_losses(model, batch, cfg, progress=it / t.iterations)
+                out = sia_losses(model, batch, cfg, progress=it / t.iterations, cls_pos_weight=cls_pos_weight)
             if not torch.isfinite(out.loss):
                 raise SIAError(
                     f"training diverged at iteration {it + 1} (loss {float(out.loss)})",
