@@ -262,10 +262,11 @@ def train_iter(
     std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1) * 255
     dataset = WeakLabelDataset(samples, cfg, dam=cfg.dam.enabled)
     per_rank = max(1, t.batch_size // di.world)
-    weights = balanced_weights([s.labels for s in samples], t.balance) if t.balance else None
+    labels = [s.labels for s in samples]
+    weights = balanced_weights(labels, t.balance) if t.balance else None
     cls_pos_weight = None
     if t.cls_balance > 0:
-        pos = rare_class_weights([s.labels for s in samples], weights, t.cls_balance)
+        pos = rare_class_weights(labels, weights, t.cls_balance)
         cls_pos_weight = torch.tensor(pos, dtype=torch.float32, device=device)
     mosaics = round(t.mosaic * per_rank * di.world) if dataset.mosaics.available else 0
     if t.mosaic > 0 and not dataset.mosaics.available and di.is_main:
